@@ -1,0 +1,320 @@
+"""Domain values shared by every layer: indicator types, actions, severities, the desired and
+the actual Defender indicator, and the key that identifies one.
+
+Data only: no I/O, no imports from the rest of the package. ``Raw*`` names are wire dicts.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "MANAGED_FIELDS",
+    "SERVER_FIELDS",
+    "Action",
+    "SkipReason",
+    "Skipped",
+    "DefenderIndicator",
+    "DesiredIndicator",
+    "IndicatorKey",
+    "IndicatorType",
+    "RawIndicator",
+    "Severity",
+    "format_datetime",
+    "parse_datetime",
+]
+
+RawIndicator = dict[str, Any]
+
+
+class IndicatorType(str, Enum):
+    """Defender ``indicatorType`` values."""
+
+    FILE_SHA1 = "FileSha1"
+    FILE_SHA256 = "FileSha256"
+    FILE_MD5 = "FileMd5"
+    CERTIFICATE_THUMBPRINT = "CertificateThumbprint"
+    IP_ADDRESS = "IpAddress"
+    DOMAIN_NAME = "DomainName"
+    URL = "Url"
+
+
+class Action(str, Enum):
+    """Defender ``action`` values (``Alert``/``AlertAndBlock`` are legacy but still accepted)."""
+
+    WARN = "Warn"
+    BLOCK = "Block"
+    AUDIT = "Audit"
+    ALERT = "Alert"
+    ALERT_AND_BLOCK = "AlertAndBlock"
+    BLOCK_AND_REMEDIATE = "BlockAndRemediate"
+    ALLOWED = "Allowed"
+
+
+class Severity(str, Enum):
+    """Defender ``severity`` values."""
+
+    INFORMATIONAL = "Informational"
+    LOW = "Low"
+    MEDIUM = "Medium"
+    HIGH = "High"
+
+
+class IndicatorKey(NamedTuple):
+    """What identifies one desired indicator: (indicatorType, canonical indicatorValue)."""
+
+    type: IndicatorType
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.type.value}:{self.value}"
+
+
+#: Wire names of the fields the reconciler manages and compares (besides the key).
+MANAGED_FIELDS: tuple[str, ...] = (
+    "action",
+    "severity",
+    "title",
+    "description",
+    "expirationTime",
+    "generateAlert",
+    "rbacGroupNames",
+    "recommendedActions",
+    "educateUrl",
+    "externalId",
+)
+
+#: Wire names Defender manages itself; never compared, never sent.
+SERVER_FIELDS: tuple[str, ...] = (
+    "id",
+    "createdBy",
+    "createdByDisplayName",
+    "createdBySource",
+    "creationTimeDateTimeUtc",
+    "lastUpdateTime",
+    "lastUpdatedBy",
+    "rbacGroupIds",
+    "category",
+    "version",
+    "certificateInfo",
+)
+
+
+def parse_datetime(value: str | datetime | None) -> datetime | None:
+    """Parse an ISO-8601 timestamp (``Z`` or offset, up to 7 fractional digits) to aware UTC,
+    truncated to whole seconds (Defender's resolution). ``None``/empty stays ``None``."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        # Python parses at most 6 fractional digits; Defender sends up to 7.
+        if "." in text:
+            head, _, rest = text.partition(".")
+            digits = ""
+            i = 0
+            while i < len(rest) and rest[i].isdigit():
+                digits += rest[i]
+                i += 1
+            text = head + ("." + digits[:6] if digits else "") + rest[i:]
+        dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).replace(microsecond=0)
+
+
+def format_datetime(value: datetime | None) -> str | None:
+    """Render a timestamp the way we send it to Defender: ``YYYY-MM-DDTHH:MM:SSZ``."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        use_enum_values=False,
+    )
+
+
+class DesiredIndicator(_Wire):
+    """One Defender indicator as OpenCTI says it should be (built by ``mapping``).
+
+    The wire fields are exactly what is sent; ``score``, ``updated_at`` and ``opencti_ids`` are
+    metadata for merging, quota priority and reports and never leave the process.
+    """
+
+    indicator_type: IndicatorType
+    indicator_value: str
+    action: Action
+    severity: Severity
+    title: str
+    description: str
+    application: str
+    external_id: str
+    expiration_time: datetime | None = None
+    generate_alert: bool = True
+    rbac_group_names: tuple[str, ...] = ()
+    recommended_actions: str | None = None
+    educate_url: str | None = None
+
+    score: int = Field(default=0, exclude=True)
+    updated_at: datetime | None = Field(default=None, exclude=True)
+    opencti_ids: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @field_validator("expiration_time", "updated_at", mode="before")
+    @classmethod
+    def _dt(cls, v: Any) -> datetime | None:
+        return parse_datetime(v)
+
+    @property
+    def key(self) -> IndicatorKey:
+        return IndicatorKey(self.indicator_type, self.indicator_value)
+
+    def to_body(self) -> RawIndicator:
+        """The JSON body for ``POST /api/indicators`` or one item of ``/import``."""
+        body: RawIndicator = {
+            "indicatorValue": self.indicator_value,
+            "indicatorType": self.indicator_type.value,
+            "action": self.action.value,
+            "title": self.title,
+            "description": self.description,
+            "severity": self.severity.value,
+            "application": self.application,
+            "externalId": self.external_id,
+            "generateAlert": self.generate_alert,
+            "rbacGroupNames": list(self.rbac_group_names),
+        }
+        if self.expiration_time is not None:
+            body["expirationTime"] = format_datetime(self.expiration_time)
+        if self.recommended_actions is not None:
+            body["recommendedActions"] = self.recommended_actions
+        if self.educate_url is not None:
+            body["educateUrl"] = self.educate_url
+        return body
+
+    def essence(self) -> dict[str, Any]:
+        """The managed fields, normalised for comparison with ``DefenderIndicator.essence``."""
+        return {
+            "action": self.action.value,
+            "severity": self.severity.value,
+            "title": self.title,
+            "description": self.description,
+            "expirationTime": format_datetime(self.expiration_time),
+            "generateAlert": self.generate_alert,
+            "rbacGroupNames": sorted(self.rbac_group_names),
+            "recommendedActions": self.recommended_actions or None,
+            "educateUrl": self.educate_url or None,
+            "externalId": self.external_id,
+        }
+
+
+class DefenderIndicator(_Wire):
+    """One indicator as Defender holds it (parsed from a listing row; unknown fields kept in
+    ``raw``)."""
+
+    id: str
+    indicator_type: IndicatorType
+    indicator_value: str
+    action: Action
+    severity: Severity | None = None
+    title: str | None = None
+    description: str | None = None
+    application: str | None = None
+    external_id: str | None = None
+    expiration_time: datetime | None = None
+    generate_alert: bool | None = None
+    rbac_group_names: tuple[str, ...] = ()
+    recommended_actions: str | None = None
+    educate_url: str | None = None
+    created_by: str | None = None
+    created_by_source: str | None = None
+    creation_time_date_time_utc: datetime | None = None
+    last_update_time: datetime | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> str:
+        return str(v)
+
+    @field_validator(
+        "expiration_time", "creation_time_date_time_utc", "last_update_time", mode="before"
+    )
+    @classmethod
+    def _dt(cls, v: Any) -> datetime | None:
+        return parse_datetime(v)
+
+    @field_validator("rbac_group_names", mode="before")
+    @classmethod
+    def _groups(cls, v: Any) -> tuple[str, ...]:
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            return tuple(p.strip() for p in v.split(",") if p.strip())
+        return tuple(v)
+
+    @classmethod
+    def from_raw(cls, raw: RawIndicator) -> DefenderIndicator:
+        """Parse a listing row; raises ``pydantic.ValidationError`` on a row we cannot use."""
+        return cls.model_validate(raw)
+
+    @property
+    def key(self) -> IndicatorKey:
+        return IndicatorKey(self.indicator_type, self.indicator_value)
+
+    def essence(self) -> dict[str, Any]:
+        """The managed fields, normalised like ``DesiredIndicator.essence``."""
+        return {
+            "action": self.action.value,
+            "severity": self.severity.value if self.severity else None,
+            "title": self.title,
+            "description": self.description,
+            "expirationTime": format_datetime(self.expiration_time),
+            "generateAlert": self.generate_alert,
+            "rbacGroupNames": sorted(self.rbac_group_names),
+            "recommendedActions": self.recommended_actions or None,
+            "educateUrl": self.educate_url or None,
+            "externalId": self.external_id,
+        }
+
+
+class SkipReason(str, Enum):
+    """Stable reason strings for an OpenCTI indicator (or one of its values) that is not
+    deployed. Used in plans, reports and metrics; never renamed once released."""
+
+    UNSUPPORTED_TYPE = "unsupported_type"  # email, mutex, CIDR, ... no Defender type
+    UNSUPPORTED_PATTERN = "unsupported_pattern"  # YARA, Sigma, Snort, ... not a STIX pattern
+    INVALID_PATTERN = "invalid_pattern"  # STIX pattern that does not parse
+    INVALID_VALUE = "invalid_value"  # value fails the syntax Defender accepts
+    PRIVATE_IP = "private_ip"  # non-public address; Defender accepts only public IPs
+    NO_VALUE = "no_value"  # nothing deployable in the indicator at all
+    REVOKED = "revoked"  # revoked in OpenCTI (owned copies are expired)
+    EXPIRED = "expired"  # valid_until / expiry cap already passed (owned copies expired)
+    QUOTA = "quota"  # over the 15,000-indicator room; lowest priority dropped
+    SUPERSEDED = "superseded"  # merged into a higher-priority indicator with the same key
+
+
+class Skipped(BaseModel):
+    """An OpenCTI indicator, or one value of it, that will not be deployed, and why.
+
+    ``key`` is set when the Defender key is known (revoked/expired/quota), so the plan can turn
+    an owned copy of that key into an ``expire`` change."""
+
+    model_config = ConfigDict(frozen=True)
+
+    opencti_id: str
+    reason: SkipReason
+    detail: str = ""
+    key: IndicatorKey | None = None
+    name: str | None = None
