@@ -7,7 +7,7 @@ Data only: no I/O, no imports from the rest of the package. ``Raw*`` names are w
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,14 +17,14 @@ __all__ = [
     "MANAGED_FIELDS",
     "SERVER_FIELDS",
     "Action",
-    "SkipReason",
-    "Skipped",
     "DefenderIndicator",
     "DesiredIndicator",
     "IndicatorKey",
     "IndicatorType",
     "RawIndicator",
     "Severity",
+    "SkipReason",
+    "Skipped",
     "format_datetime",
     "parse_datetime",
 ]
@@ -32,7 +32,7 @@ __all__ = [
 RawIndicator = dict[str, Any]
 
 
-class IndicatorType(str, Enum):
+class IndicatorType(StrEnum):
     """Defender ``indicatorType`` values."""
 
     FILE_SHA1 = "FileSha1"
@@ -44,7 +44,7 @@ class IndicatorType(str, Enum):
     URL = "Url"
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """Defender ``action`` values (``Alert``/``AlertAndBlock`` are legacy but still accepted)."""
 
     WARN = "Warn"
@@ -56,7 +56,7 @@ class Action(str, Enum):
     ALLOWED = "Allowed"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """Defender ``severity`` values."""
 
     INFORMATIONAL = "Informational"
@@ -289,7 +289,7 @@ class DefenderIndicator(_Wire):
         }
 
 
-class SkipReason(str, Enum):
+class SkipReason(StrEnum):
     """Stable reason strings for an OpenCTI indicator (or one of its values) that is not
     deployed. Used in plans, reports and metrics; never renamed once released."""
 
