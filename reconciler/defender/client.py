@@ -1,0 +1,533 @@
+"""The Defender for Endpoint Indicators API client: list, submit, import, delete, BatchDelete.
+
+Owns: the one httpx connection pool, client-side rate budgets, retries (429 with Retry-After,
+5xx, timeouts, dropped connections) with capped, jittered backoff on an injected ``Clock``,
+whole-or-nothing paging, 500-item chunking, BatchDelete 404 bisection, and translating every
+httpx failure into the ``DefenderError`` tree at this boundary.
+Must not: decide what to create or delete (``plan``/``apply`` do), read config files, or put a
+token or secret into a message, log line or exception.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Self
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pydantic
+from loguru import logger
+
+from reconciler.clock import Clock, SystemClock
+from reconciler.defender.auth import BearerAuth, TokenProvider, ssl_context
+from reconciler.defender.ratelimit import RateBudgets
+from reconciler.errors import (
+    AuthError,
+    DefenderError,
+    ListingError,
+    RateLimitError,
+    RejectedError,
+    TransientError,
+    excerpt,
+)
+from reconciler.model import DefenderIndicator, RawIndicator
+
+__all__ = [
+    "BATCH_SIZE",
+    "MAX_PAGE_SIZE",
+    "DefenderClient",
+    "DeleteResult",
+    "ImportResult",
+    "RetryPolicy",
+    "odata_quote",
+]
+
+#: Most indicators per import call and ids per BatchDelete call (documented limit).
+BATCH_SIZE = 500
+#: Largest ``$top`` the list endpoint accepts.
+MAX_PAGE_SIZE = 10_000
+
+_JSON_HEADERS = {"Accept": "application/json", "User-Agent": "opencti-defender-reconciler"}
+
+
+def odata_quote(value: str) -> str:
+    """An OData string literal: wrapped in single quotes, embedded quotes doubled."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How calls are retried.
+
+    ``max_attempts`` counts every try of one call; backoff for 5xx and transport errors is
+    ``min(cap, base * 2**(n-1))`` seconds, varied by ±``jitter`` (a fraction); a 429 waits its
+    ``Retry-After`` (capped at ``max_retry_after``), or the backoff when it sends none.
+    """
+
+    max_attempts: int = 8
+    base: float = 0.5
+    cap: float = 30.0
+    jitter: float = 0.2
+    max_retry_after: float = 300.0
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The outcome of one indicator of an import call; ``index`` is its position in the input."""
+
+    index: int
+    value: str
+    id: str | None
+    ok: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """The outcome of deleting one id; an id that was already gone counts as ``ok``."""
+
+    id: str
+    ok: bool
+    reason: str | None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _error_code_and_message(response: httpx.Response) -> tuple[str | None, str]:
+    """The Defender error envelope ``{"error": {"code", "message"}}``, or the cut raw body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None, excerpt(response.text)
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        code = err.get("code")
+        return (str(code) if code else None), excerpt(str(err.get("message") or ""))
+    return None, excerpt(response.text)
+
+
+class DefenderClient:
+    """A synchronous client for ``/api/indicators``; one instance per tenant, thread-safe.
+
+    Every call passes through ``_request``: budget, send, classify, retry. Errors surface as
+    ``AuthError`` (401/403), ``RateLimitError`` / ``TransientError`` (after retries),
+    ``RejectedError`` (other 4xx) and ``ListingError`` (a listing that cannot be read whole).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: httpx.Auth,
+        *,
+        resource_path: str = "/api/indicators",
+        clock: Clock | None = None,
+        verify: str | bool = True,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        budgets: RateBudgets | None = None,
+        seed: int | None = None,
+        on_call: Callable[[str, int | None], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.resource_url = self.base_url + "/" + resource_path.strip("/")
+        self.clock: Clock = clock or SystemClock()
+        self.retry = retry
+        self.budgets = budgets or RateBudgets(clock=self.clock)
+        self.calls: Counter[tuple[str, int]] = Counter()
+        self._on_call = on_call
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._owned_provider: TokenProvider | None = None
+        self._http = httpx.Client(
+            auth=auth,
+            verify=ssl_context(verify) if isinstance(verify, str) else verify,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers=_JSON_HEADERS,
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(
+        cls,
+        cfg: Any,
+        *,
+        clock: Clock | None = None,
+        on_token: Callable[[str], None] | None = None,
+        on_call: Callable[[str, int | None], None] | None = None,
+    ) -> DefenderClient:
+        """Build from the ``microsoft_defender_intel`` section of the configuration."""
+        section = cfg.microsoft_defender_intel
+        secret = section.client_secret
+        secret_value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+        ca_bundle = getattr(section, "ca_bundle", None)
+        ca = str(ca_bundle) if ca_bundle else None
+        provider = TokenProvider(
+            tenant_id=section.tenant_id,
+            client_id=section.client_id,
+            client_secret=str(secret_value),
+            login_url=section.login_url,
+            scope=section.scope,
+            ca_bundle=ca,
+            clock=clock,
+            on_token=on_token,
+        )
+        client = cls(
+            section.base_url,
+            BearerAuth(provider),
+            resource_path=section.resource_path,
+            clock=clock,
+            verify=ca or True,
+            on_call=on_call,
+        )
+        client._owned_provider = provider
+        return client
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool (and the login session this client built)."""
+        self._http.close()
+        if self._owned_provider is not None:
+            self._owned_provider.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _record(self, endpoint: str, status: int | None) -> None:
+        with self._lock:
+            self.calls[(endpoint, status or 0)] += 1
+        if self._on_call is not None:
+            self._on_call(endpoint, status)
+
+    def _backoff(self, attempt: int) -> float:
+        policy = self.retry
+        delay = min(policy.cap, policy.base * 2.0 ** (attempt - 1))
+        with self._lock:
+            spread: float = self._rng.uniform(-policy.jitter, policy.jitter)
+        return max(0.0, delay * (1.0 + spread))
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        raw = response.headers.get("Retry-After")
+        if raw is None:
+            return None
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            pass
+        try:  # the HTTP-date form
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - self.clock.now()).total_seconds())
+
+    def _request(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        accept: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """Send one logical call with budget and retries; returns a 2xx response or one whose
+        status is in ``accept``; raises a ``DefenderError`` otherwise."""
+        where = f"{method} {urlsplit(url).path}"
+        attempt = 0
+        while True:
+            attempt += 1
+            last = attempt >= self.retry.max_attempts
+            self.budgets.acquire(endpoint)
+            try:
+                response = self._http.request(method, url, params=params, json=json)
+            except httpx.HTTPError as exc:
+                # TransportError (timeouts, refused or dropped connections incl. a server that
+                # closes mid-response) and body decoding failures: all worth another try.
+                self._record(endpoint, None)
+                reason = type(exc).__name__
+                if last:
+                    raise TransientError(
+                        f"Defender {where} failed after {attempt} attempts: {reason}"
+                    ) from exc
+                delay = self._backoff(attempt)
+                logger.warning("Defender {} failed ({}); retry in {:.1f} s", where, reason, delay)
+                self.clock.sleep(delay)
+                continue
+            except TransientError:
+                # The token endpoint was unreachable; same treatment as a transport error.
+                self._record(endpoint, None)
+                if last:
+                    raise
+                self.clock.sleep(self._backoff(attempt))
+                continue
+            status = response.status_code
+            self._record(endpoint, status)
+            if status < 300 or status in accept:
+                return response
+            if status == 429:
+                retry_after = self._retry_after(response)
+                if last:
+                    raise RateLimitError(
+                        f"Defender {where} still rate limited after {attempt} attempts",
+                        retry_after=retry_after,
+                    )
+                wait = (
+                    min(retry_after, self.retry.max_retry_after)
+                    if retry_after is not None
+                    else self._backoff(attempt)
+                )
+                logger.warning("Defender {} answered 429; waiting {:.1f} s", where, wait)
+                # The budget sleeps the penalty, so concurrent callers of this endpoint wait too.
+                self.budgets.penalize(endpoint, wait)
+                continue
+            if status >= 500:
+                if last:
+                    code, message = _error_code_and_message(response)
+                    raise TransientError(
+                        f"Defender {where} answered HTTP {status} after {attempt} attempts"
+                        + (f": {message}" if message else ""),
+                        status=status,
+                        code=code,
+                    )
+                delay = self._backoff(attempt)
+                logger.warning("Defender {} answered {}; retry in {:.1f} s", where, status, delay)
+                self.clock.sleep(delay)
+                continue
+            raise self._refusal(where, response)
+
+    def _refusal(self, where: str, response: httpx.Response) -> DefenderError:
+        status = response.status_code
+        code, message = _error_code_and_message(response)
+        text = f"Defender {where} answered HTTP {status}" + (f" {code}" if code else "")
+        if message:
+            text += f": {message}"
+        if status in (401, 403):
+            return AuthError(text, status=status, code=code)
+        return RejectedError(text, status=status, code=code)
+
+    @staticmethod
+    def _json(response: httpx.Response, where: str) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise TransientError(
+                f"Defender {where} sent a body that is not JSON: {excerpt(response.text)}",
+                status=response.status_code,
+            ) from exc
+
+    # -- listing ----------------------------------------------------------------------------
+
+    def list_indicators(
+        self, odata_filter: str | None = None, *, page_size: int = MAX_PAGE_SIZE
+    ) -> list[RawIndicator]:
+        """Every indicator matching ``odata_filter``, read whole or not at all.
+
+        Pages with explicit ``$top``/``$skip``; each page after the first starts one row early
+        and that row must be the last one already seen, otherwise rows moved between pages and
+        ``ListingError`` is raised (a listing with a hole must never reach the planner). An
+        ``@odata.nextLink`` is followed when the server sends one.
+        """
+        if not 2 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be within 2..{MAX_PAGE_SIZE}, got {page_size}")
+        rows: list[RawIndicator] = []
+        seen: set[str] = set()
+        offset = 0
+        next_link: str | None = None
+        while True:
+            overlap = offset > 0 and next_link is None
+            if next_link is not None:
+                response = self._request("list", "GET", self._checked_link(next_link))
+            else:
+                params: dict[str, str | int] = {
+                    "$top": page_size,
+                    "$skip": offset - 1 if overlap else 0,
+                }
+                if odata_filter:
+                    params["$filter"] = odata_filter
+                response = self._request("list", "GET", self.resource_url, params=params)
+            page, next_link = self._page(response)
+            if overlap:
+                if not page or str(page[0].get("id")) != str(rows[-1].get("id")):
+                    raise ListingError(
+                        f"Defender listing: rows moved during listing (page at offset {offset} "
+                        "does not continue the previous page); nothing acted on"
+                    )
+                new = page[1:]
+            else:
+                new = page
+            for row in new:
+                row_id = str(row.get("id"))
+                if row_id in seen:
+                    raise ListingError(
+                        f"Defender listing: indicator {row_id} seen twice (rows moved during "
+                        "listing); nothing acted on"
+                    )
+                seen.add(row_id)
+                rows.append(row)
+            offset = len(rows)
+            if next_link is not None:
+                continue
+            if len(page) < page_size or not new:
+                return rows
+
+    def _page(self, response: httpx.Response) -> tuple[list[RawIndicator], str | None]:
+        body = self._json(response, "GET list")
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+            raise ListingError(
+                f"Defender listing: unexpected response shape: {excerpt(response.text)}"
+            )
+        link = body.get("@odata.nextLink")
+        return value, (str(link) if link else None)
+
+    def _checked_link(self, link: str) -> str:
+        # A nextLink may only lead back to our API host: the bearer token goes with it.
+        ours, theirs = urlsplit(self.base_url), urlsplit(link)
+        if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
+            raise ListingError(
+                f"Defender listing: nextLink leads to another host ({theirs.netloc}); refused"
+            )
+        return link
+
+    def list_owned(
+        self, tags: Sequence[str], *, page_size: int = MAX_PAGE_SIZE
+    ) -> list[DefenderIndicator]:
+        """The indicators whose ``application`` is one of ``tags`` (our ownership tags).
+
+        Rows the server returns for another application are dropped (defence in depth); a row
+        that cannot be parsed raises ``ListingError`` naming its id.
+        """
+        if not tags:
+            raise ValueError("list_owned needs at least one ownership tag")
+        odata_filter = " or ".join(f"application eq {odata_quote(tag)}" for tag in tags)
+        wanted = {tag.casefold() for tag in tags}
+        owned: list[DefenderIndicator] = []
+        for row in self.list_indicators(odata_filter, page_size=page_size):
+            if str(row.get("application") or "").casefold() not in wanted:
+                logger.warning(
+                    "Defender returned indicator {} of application {!r} for an ownership "
+                    "filter; ignored",
+                    row.get("id"),
+                    row.get("application"),
+                )
+                continue
+            try:
+                owned.append(DefenderIndicator.from_raw(row))
+            except pydantic.ValidationError as exc:
+                fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+                raise ListingError(
+                    f"Defender listing: indicator {row.get('id')} cannot be read "
+                    f"(bad fields: {fields}); nothing acted on"
+                ) from exc
+        return owned
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def submit_indicator(self, body: RawIndicator) -> RawIndicator:
+        """Create or update one indicator (``POST /api/indicators``); returns the stored row."""
+        response = self._request("submit", "POST", self.resource_url, json=body)
+        data = self._json(response, "POST submit")
+        if not isinstance(data, dict):
+            raise TransientError(f"Defender submit answered {excerpt(response.text)}")
+        return data
+
+    def import_indicators(self, bodies: Sequence[RawIndicator]) -> list[ImportResult]:
+        """Create or update many indicators, ``BATCH_SIZE`` per call; one result per input, in
+        input order. Per-item failures are results (``ok=False``), not exceptions."""
+        results: list[ImportResult] = []
+        url = self.resource_url + "/import"
+        for start, chunk in zip(
+            range(0, len(bodies), BATCH_SIZE), _chunks(bodies, BATCH_SIZE), strict=True
+        ):
+            # POST is retried safely: import is an upsert, a repeat changes nothing.
+            response = self._request("import", "POST", url, json={"Indicators": list(chunk)})
+            data = self._json(response, "POST import")
+            value = data.get("value") if isinstance(data, dict) else None
+            if not isinstance(value, list):
+                raise TransientError(
+                    f"Defender import answered an unexpected shape: {excerpt(response.text)}"
+                )
+            results.extend(_import_results(start, chunk, value))
+        return results
+
+    def delete_indicator(self, id: str) -> bool:
+        """Delete one indicator; True when deleted, False when it was already gone (404)."""
+        url = f"{self.resource_url}/{quote(str(id), safe='')}"
+        response = self._request("delete", "DELETE", url, accept=frozenset({404}))
+        return response.status_code != 404
+
+    def batch_delete(self, ids: Sequence[str]) -> list[DeleteResult]:
+        """Delete many indicators, ``BATCH_SIZE`` ids per call; ids already gone count as ok.
+
+        Defender answers 404 for a whole batch when any id is unknown (whether the others were
+        deleted is undocumented), so a 404 batch is split in halves until each unknown id is
+        alone; a lone 404 means already gone. Retrying is safe for the same reason.
+        """
+        unique = list(dict.fromkeys(str(i) for i in ids))
+        done: dict[str, DeleteResult] = {}
+        for chunk in _chunks(unique, BATCH_SIZE):
+            for result in self._delete_chunk(list(chunk)):
+                done[result.id] = result
+        return [done[str(i)] for i in ids]
+
+    def _delete_chunk(self, ids: list[str]) -> list[DeleteResult]:
+        url = self.resource_url + "/BatchDelete"
+        response = self._request(
+            "batch_delete", "POST", url, json={"IndicatorIds": ids}, accept=frozenset({404})
+        )
+        if response.status_code != 404:
+            return [DeleteResult(i, True, None) for i in ids]
+        if len(ids) == 1:
+            return [DeleteResult(ids[0], True, "already gone")]
+        middle = len(ids) // 2
+        return self._delete_chunk(ids[:middle]) + self._delete_chunk(ids[middle:])
+
+
+def _import_results(
+    start: int, chunk: Sequence[RawIndicator], value: list[Any]
+) -> list[ImportResult]:
+    """Pair import answers with inputs: by position when counts and values agree (the observed
+    behaviour), else by indicator value; inputs left without an answer are failures."""
+    values = [str(body.get("indicatorValue", "")) for body in chunk]
+    answers = [a if isinstance(a, dict) else {} for a in value]
+
+    def make(index: int, answer: Mapping[str, Any] | None) -> ImportResult:
+        if answer is None:
+            return ImportResult(start + index, values[index], None, False, "no result returned")
+        failed = bool(answer.get("isFailed"))
+        raw_id = answer.get("id")
+        reason = answer.get("failureReason")
+        return ImportResult(
+            index=start + index,
+            value=values[index],
+            id=str(raw_id) if raw_id not in (None, "") and not failed else None,
+            ok=not failed,
+            reason=str(reason) if reason else None,
+        )
+
+    positional = len(answers) == len(chunk) and all(
+        a.get("indicator") in (None, values[i]) for i, a in enumerate(answers)
+    )
+    if positional:
+        return [make(i, a) for i, a in enumerate(answers)]
+    by_value: dict[str, list[Mapping[str, Any]]] = {}
+    for answer in answers:
+        by_value.setdefault(str(answer.get("indicator", "")), []).append(answer)
+    out = []
+    for i, v in enumerate(values):
+        queue = by_value.get(v)
+        out.append(make(i, queue.pop(0) if queue else None))
+    return out
