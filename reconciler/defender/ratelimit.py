@@ -59,7 +59,8 @@ class RateBudgets:
         clock: Clock | None = None,
     ) -> None:
         self.limits: dict[str, tuple[Window, ...]] = {
-            name: tuple(windows) for name, windows in (limits or DEFAULT_LIMITS).items()
+            name: tuple(windows)
+            for name, windows in (DEFAULT_LIMITS if limits is None else limits).items()
         }
         self.clock: Clock = clock or SystemClock()
         self._calls: dict[str, deque[float]] = {name: deque() for name in self.limits}

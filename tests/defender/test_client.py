@@ -1,0 +1,246 @@
+"""Listing, import, submit and delete against the emulator over real sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.defender import DefenderClient, odata_quote
+from reconciler.errors import AuthError, ListingError, RejectedError
+from reconciler.model import IndicatorType
+from reconciler.sandbox.defender import DefenderEmulator
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        ("opencti", "'opencti'"),
+        ("it's", "'it''s'"),
+        ("''", "''''''"),
+        ("", "''"),
+    ],
+    ids=["plain", "quote", "only-quotes", "empty"],
+)
+def test_odata_quote(value: str, literal: str) -> None:
+    assert odata_quote(value) == literal
+
+
+# -- import -------------------------------------------------------------------------------
+
+
+def test_import_1200_in_three_calls_results_in_order(
+    emu: DefenderEmulator, client: DefenderClient, make_body
+) -> None:
+    bodies = [make_body(i) for i in range(1200)]
+    results = client.import_indicators(bodies)
+    assert emu.counts()["import"] == 3
+    assert [r.index for r in results] == list(range(1200))
+    assert [r.value for r in results] == [b["indicatorValue"] for b in bodies]
+    assert all(r.ok and r.id for r in results)
+    stored = {row["indicatorValue"]: row["id"] for row in emu.indicators()}
+    assert {r.value: r.id for r in results} == stored
+
+
+def test_import_surfaces_per_item_failures(
+    emu: DefenderEmulator, client: DefenderClient, make_body
+) -> None:
+    bodies = [
+        make_body(0),
+        make_body(1, indicatorValue="not-a-hash"),
+        make_body(2),
+        make_body(3, indicatorType="DomainName", indicatorValue="bad domain!"),
+    ]
+    results = client.import_indicators(bodies)
+    assert [r.ok for r in results] == [True, False, True, False]
+    assert results[1].reason and results[3].reason
+    assert results[1].id is None
+    assert len(emu.indicators()) == 2
+
+
+def test_import_is_an_upsert(emu: DefenderEmulator, client: DefenderClient, make_body) -> None:
+    first = client.import_indicators([make_body(1)])
+    again = client.import_indicators([make_body(1, title="renamed")])
+    assert first[0].id == again[0].id
+    [row] = emu.indicators()
+    assert row["title"] == "renamed"
+
+
+def test_import_nothing_makes_no_call(emu: DefenderEmulator, client: DefenderClient) -> None:
+    assert client.import_indicators([]) == []
+    assert client.batch_delete([]) == []
+    assert emu.counts()["import"] == emu.counts()["batch_delete"] == 0
+
+
+def test_submit_returns_the_stored_row(
+    emu: DefenderEmulator, client: DefenderClient, make_body
+) -> None:
+    row = client.submit_indicator(make_body(5))
+    assert row["id"] == emu.indicators()[0]["id"]
+    assert row["indicatorValue"] == make_body(5)["indicatorValue"]
+
+
+def test_rejected_submit_names_the_code_and_never_the_token(
+    emu: DefenderEmulator, make_provider, make_client, make_body
+) -> None:
+    tokens: list[str] = []
+    client = make_client(provider=make_provider(on_token=tokens.append))
+    with pytest.raises(RejectedError) as caught:
+        client.submit_indicator(make_body(1, indicatorValue="zz"))
+    assert caught.value.status == 400
+    assert caught.value.code
+    assert caught.value.code in str(caught.value)
+    assert tokens and tokens[0] not in str(caught.value)
+
+
+# -- delete -------------------------------------------------------------------------------
+
+
+def test_delete_one_then_gone(emu: DefenderEmulator, client: DefenderClient) -> None:
+    row = emu.add_indicator(indicatorValue="evil.example", indicatorType="DomainName")
+    assert client.delete_indicator(row["id"]) is True
+    assert client.delete_indicator(row["id"]) is False
+    assert emu.indicators() == []
+    assert next(r.status for r in emu.requests if r.endpoint == "delete") in (200, 204)
+    assert client.calls[("delete", 404)] == 1
+
+
+def test_batch_delete_1200_in_three_calls(
+    emu: DefenderEmulator, client: DefenderClient, make_body
+) -> None:
+    results = client.import_indicators([make_body(i) for i in range(1200)])
+    ids = [r.id for r in results if r.id]
+    deleted = client.batch_delete(ids)
+    assert emu.counts()["batch_delete"] == 3
+    assert [d.id for d in deleted] == ids
+    assert all(d.ok for d in deleted)
+    assert emu.indicators() == []
+
+
+def test_batch_delete_with_already_gone_ids_is_all_ok(
+    emu: DefenderEmulator, client: DefenderClient, make_body
+) -> None:
+    results = client.import_indicators([make_body(i) for i in range(500)])
+    ids = [str(r.id) for r in results]
+    emu.delete_indicator(ids[137])
+    ids.append("987654321")  # never existed
+    deleted = client.batch_delete(ids)
+    assert all(d.ok for d in deleted)
+    assert {d.id for d in deleted if d.reason} == {ids[137], "987654321"}
+    assert emu.indicators() == []
+    # Bisection: two unknown ids among 501 cost a few dozen calls, not hundreds.
+    assert emu.counts()["batch_delete"] <= 2 + 4 * 9
+
+
+# -- listing ------------------------------------------------------------------------------
+
+
+def test_listing_25000_rows_in_three_overlapping_pages(clock, connect) -> None:
+    with DefenderEmulator(clock=clock, quota=30_000, rate_limits=False) as emu:
+        for i in range(25_000):
+            emu.add_indicator(indicatorValue=f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}")
+        rows = connect(emu).list_indicators(page_size=10_000)
+        assert len(rows) == 25_000
+        assert {r["id"] for r in rows} == {r["id"] for r in emu.indicators()}
+        assert emu.counts()["list"] == 3
+
+
+def _seed_domains(emu: DefenderEmulator, n: int) -> None:
+    for i in range(n):
+        emu.add_indicator(indicatorValue=f"host{i}.example", indicatorType="DomainName")
+
+
+def test_listing_reads_exact_page_multiples(emu: DefenderEmulator, client: DefenderClient) -> None:
+    _seed_domains(emu, 19)  # 10 + 9 new rows: the second page is full, a third holds the overlap
+    rows = client.list_indicators(page_size=10)
+    assert len(rows) == 19
+    assert len({r["id"] for r in rows}) == 19
+
+
+@pytest.mark.parametrize("change", ["delete", "insert"])
+def test_listing_with_rows_moving_between_pages_fails(
+    emu: DefenderEmulator, client: DefenderClient, change: str
+) -> None:
+    _seed_domains(emu, 30)
+    first_id = emu.indicators()[0]["id"]
+    lists = []
+
+    def mutate(endpoint: str, method: str, path: str) -> None:
+        if endpoint != "list":
+            return
+        lists.append(path)
+        if len(lists) == 2:  # just before the second page is served
+            if change == "delete":
+                emu.delete_indicator(first_id)
+            else:
+                emu.add_indicator(indicatorValue="late.example", indicatorType="DomainName")
+
+    emu.on_request(mutate)
+    with pytest.raises(ListingError, match="rows moved during listing"):
+        client.list_indicators(page_size=10)
+
+
+def test_listing_without_changes_passes_the_overlap_check(
+    emu: DefenderEmulator, client: DefenderClient
+) -> None:
+    _seed_domains(emu, 30)
+    rows = client.list_indicators(page_size=10)
+    assert [r["id"] for r in rows] == [r["id"] for r in emu.indicators()]
+    assert emu.counts()["list"] == 4  # 10 + 9 + 9 + 2 new rows
+
+
+NASTY = [
+    "https://x.test/a?b=c&d='e'#f%20g h/ü",
+    "https://x.test/it's/100%/?q=a+b&r=%2F",
+    "https://x.test/=&?#/'''",
+    "https://例え.テスト/パス?クエリ=値",
+]
+
+
+def test_nasty_values_round_trip_through_filters(
+    emu: DefenderEmulator, client: DefenderClient
+) -> None:
+    tag = "tag with 'quotes' & ?=#% ü"
+    for value in NASTY:
+        emu.add_indicator(indicatorValue=value, indicatorType="Url", application=tag)
+    emu.add_indicator(indicatorValue="https://x.test/other", indicatorType="Url")
+    for value in NASTY:
+        rows = client.list_indicators(f"indicatorValue eq {odata_quote(value)}")
+        assert [r["indicatorValue"] for r in rows] == [value]
+    owned = client.list_owned([tag])
+    assert sorted(o.indicator_value for o in owned) == sorted(NASTY)
+    assert {o.indicator_type for o in owned} == {IndicatorType.URL}
+
+
+def test_list_owned_filters_by_any_tag(emu: DefenderEmulator, client: DefenderClient) -> None:
+    emu.add_indicator(indicatorValue="a.example", indicatorType="DomainName", application="opencti")
+    emu.add_indicator(
+        indicatorValue="b.example",
+        indicatorType="DomainName",
+        application="OpenCTI Microsoft Defender Intel",
+    )
+    emu.add_indicator(indicatorValue="c.example", indicatorType="DomainName", application="SOC")
+    owned = client.list_owned(["opencti", "OpenCTI Microsoft Defender Intel"])
+    assert sorted(o.indicator_value for o in owned) == ["a.example", "b.example"]
+
+
+def test_list_owned_unreadable_row_names_its_id(
+    emu: DefenderEmulator, client: DefenderClient
+) -> None:
+    row = emu.add_indicator(
+        indicatorValue="odd.example", indicatorType="DomainName", application="opencti"
+    )
+    emu.update_indicator(row["id"], action="NotAnAction")
+    with pytest.raises(ListingError, match=str(row["id"])):
+        client.list_owned(["opencti"])
+
+
+def test_bad_filter_is_rejected_with_the_odata_code(client: DefenderClient) -> None:
+    with pytest.raises(RejectedError) as caught:
+        client.list_indicators("application eq")
+    assert caught.value.status == 400
+
+
+def test_auth_error_is_not_retried(emu: DefenderEmulator, client: DefenderClient) -> None:
+    emu.force_responses("list", [403])
+    with pytest.raises(AuthError):
+        client.list_indicators()
+    assert emu.counts()["list"] == 1
