@@ -1,12 +1,313 @@
-"""Command-line entry point (thin: parse, load config, call, render, exit code)."""
+"""The ``reconciler`` command line (thin: parse, load config, call, render, exit code).
+
+Results (plans, reports, check results) go to stdout; logs and errors to stderr. A
+``ReconcilerError`` ends as one clear line and exit 1 (``--debug`` adds the traceback, never
+locals). Exit codes: 0 done / nothing to do; 1 error or failed items; 2 changes pending
+(``plan --detailed-exitcode``); 3 a guard held deletes back (``apply``).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import traceback
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from reconciler import __version__
+from reconciler.errors import ReconcilerError
+
+__all__ = ["app", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_GUARD = 3
+
+app = typer.Typer(
+    name="reconciler",
+    help="Keep Microsoft Defender for Endpoint indicators equal to what OpenCTI says.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+sandbox_app = typer.Typer(
+    help="Run the built-in emulators (real HTTP servers on 127.0.0.1) for trials and demos.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config file (default: ./config.yml when present). Env vars override it.",
+        envvar="RECONCILER_CONFIG",
+        show_envvar=True,
+    ),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+NoColorOpt = Annotated[bool, typer.Option("--no-color", help="Plain text output (also NO_COLOR).")]
+
+
+def _use_color(no_color: bool) -> bool:
+    if no_color or os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return sys.stdout.isatty()
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _guarded(debug: bool, body: Callable[[], int]) -> int:
+    """Run a command body; turn errors into one line on stderr and an exit code."""
+    try:
+        return body()
+    except ReconcilerError as exc:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        _fail(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except Exception as exc:  # last resort: one line, no locals, no secrets in our messages
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
+        return EXIT_ERROR
+
+
+def _load(config: Path | None, *, overrides: dict[str, Any] | None = None) -> Any:
+    from reconciler.config import load_settings
+    from reconciler.logs import configure_logging
+
+    settings = load_settings(config, overrides=overrides)
+    configure_logging(
+        settings.connector.log_level,
+        settings.reconciler.log_format,
+        secrets=settings.secrets(),
+    )
+    return settings
+
+
+def _render(plan: Any, output: Output, *, color: bool) -> str:
+    from reconciler import report
+
+    if output is Output.json:
+        return report.render_json(plan)
+    if output is Output.markdown:
+        return report.render_markdown(plan)
+    return report.render_text(plan, color=color)
+
+
+def _exit(code: int) -> None:
+    raise typer.Exit(code)
+
+
+@app.command()
+def plan(
+    config: ConfigOpt = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="Report format.")] = Output.text,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save the plan (JSON) for `apply --plan`.")
+    ] = None,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending, 0 when none."),
+    ] = False,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Read both sides and show what would change in Defender. Writes nothing to Defender."""
+
+    def body() -> int:
+        from reconciler.wiring import open_engine
+
+        settings = _load(config)
+        with open_engine(settings) as engine:
+            the_plan = engine.plan()
+        sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))
+        sys.stdout.flush()
+        if out is not None:
+            out.write_text(json.dumps(the_plan.to_dict(), indent=2, sort_keys=True) + "\n")
+            print(f"plan saved to {out}", file=sys.stderr)
+        if detailed_exitcode and not the_plan.is_empty:
+            return EXIT_CHANGES
+        return EXIT_OK
+
+    _exit(_guarded(debug, body))
+
+
+@app.command()
+def apply(
+    config: ConfigOpt = None,
+    plan_file: Annotated[
+        Path | None,
+        typer.Option("--plan", help="Apply this saved plan (refused if Defender changed since)."),
+    ] = None,
+    allow_mass_delete: Annotated[
+        bool,
+        typer.Option("--allow-mass-delete", help="Apply deletes even when a guard blocks them."),
+    ] = False,
+    output: Annotated[Output, typer.Option("--output", "-o", help="Report format.")] = Output.text,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Plan and apply (or apply a saved plan). Exit 3 when a guard held deletes back."""
+
+    def body() -> int:
+        from reconciler.plan import Plan
+        from reconciler.wiring import open_engine
+
+        settings = _load(config)
+        with open_engine(settings) as engine:
+            if plan_file is not None:
+                try:
+                    data = json.loads(plan_file.read_text())
+                    the_plan = Plan.from_dict(data)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    raise ReconcilerError(f"cannot read saved plan {plan_file}: {exc}") from exc
+                engine.check_fresh(the_plan)
+            else:
+                the_plan = engine.plan(allow_mass_delete=allow_mass_delete)
+            if output is not Output.json:
+                sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))
+            dry = bool(settings.reconciler.dry_run)
+            result = engine.apply(the_plan, allow_mass_delete=allow_mass_delete, dry_run=dry)
+        if output is Output.json:
+            doc = json.loads(_render(the_plan, Output.json, color=False))
+            doc["apply"] = {
+                "applied": dict(result.applied),
+                "failed": [
+                    {
+                        "action": f.change.action.value,
+                        "indicatorType": f.change.key.type.value if f.change.key else None,
+                        "indicatorValue": f.change.key.value if f.change.key else None,
+                        "step": f.step,
+                        "reason": f.reason,
+                    }
+                    for f in result.failures
+                ],
+                "blocked_deletes": result.blocked_deletes,
+                "dry_run": result.dry_run,
+                "aborted": result.aborted,
+            }
+            sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        else:
+            sys.stdout.write("\n" + result.summary() + "\n")
+            for f in result.failures[:50]:
+                sys.stdout.write(
+                    f"  ! {f.change.action.value} {f.change.key.type.value} "
+                    f"{f.change.key.value}: {f.reason}\n"
+                )
+            if len(result.failures) > 50:
+                sys.stdout.write(f"  ... {len(result.failures) - 50} more failures\n")
+        sys.stdout.flush()
+        if result.failures or result.aborted:
+            return EXIT_ERROR
+        if result.blocked_deletes:
+            return EXIT_GUARD
+        return EXIT_OK
+
+    _exit(_guarded(debug, body))
+
+
+@app.command()
+def check(config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Validate config, reach OpenCTI (token, stream) and Defender (token, list permission)."""
+
+    def body() -> int:
+        from reconciler.checks import run_checks
+
+        return run_checks(config, out=sys.stdout)
+
+    _exit(_guarded(debug, body))
+
+
+@app.command()
+def run(config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Run the controller: scheduled full reconciles + live-stream trigger + health/metrics."""
+
+    def body() -> int:
+        from reconciler.controller import run_controller
+
+        settings = _load(config)
+        return run_controller(settings)
+
+    _exit(_guarded(debug, body))
+
+
+@app.command()
+def demo(
+    count: Annotated[int, typer.Option("--count", help="Indicators to generate.")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Dataset seed.")] = 7,
+    no_color: NoColorOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Start both emulators and walk through plan → apply → drift → repair."""
+
+    def body() -> int:
+        from reconciler.demo import run_demo
+
+        return run_demo(count=count, seed=seed, color=_use_color(no_color), out=sys.stdout)
+
+    _exit(_guarded(debug, body))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@sandbox_app.command(
+    "defender", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sandbox_defender(ctx: typer.Context) -> None:
+    """Run the Defender API emulator (options: see --help of the emulator)."""
+    from reconciler.sandbox import defender as emulator
+
+    _exit(emulator.main(list(ctx.args)))
+
+
+@sandbox_app.command(
+    "opencti", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sandbox_opencti(ctx: typer.Context) -> None:
+    """Run the fake OpenCTI (GraphQL + live stream) with generated indicators."""
+    from reconciler.sandbox import opencti as emulator
+
+    _exit(emulator.main(list(ctx.args)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``reconciler`` command; returns the process exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    print(f"reconciler: not implemented yet: {' '.join(args)}", file=sys.stderr)
-    return 1
+    """Entry point of the console script and ``python -m reconciler``."""
+    try:
+        app(args=argv, prog_name="reconciler", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        if isinstance(code, int):
+            return code
+        return EXIT_OK if code is None else EXIT_ERROR
+    return EXIT_OK

@@ -1,0 +1,112 @@
+"""Prometheus metrics of the controller, on a registry of its own (tests get a fresh one).
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` durations); label sets
+are small and closed (trigger, result, action, endpoint, status, event type). No label or value
+ever holds an indicator value, an id or a secret.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_PREFIX = "reconciler"
+
+
+class Metrics:
+    """All metrics of one controller process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        p = _PREFIX
+        self.runs = Counter(
+            f"{p}_reconcile_runs", "Reconcile runs by trigger and result.", ["trigger", "result"],
+            registry=r,
+        )
+        self.run_duration = Histogram(
+            f"{p}_reconcile_duration_seconds",
+            "Duration of reconcile runs by trigger.",
+            ["trigger"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.planned = Counter(
+            f"{p}_planned_changes", "Changes planned, by action.", ["action"], registry=r
+        )
+        self.applied = Counter(
+            f"{p}_applied_changes", "Changes applied, by action.", ["action"], registry=r
+        )
+        self.failed_items = Counter(
+            f"{p}_failed_items", "Changes that failed to apply, by step.", ["step"], registry=r
+        )
+        self.drift = Counter(
+            f"{p}_drift_found",
+            "Differences found by scheduled full reconciles (drift), by action.",
+            ["action"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            f"{p}_skipped_indicators",
+            "OpenCTI indicators or values not deployed, by reason (per full run).",
+            ["reason"],
+            registry=r,
+        )
+        self.blocked_deletes = Counter(
+            f"{p}_guard_blocked_deletes", "Deletes held back by a safety guard.", registry=r
+        )
+        self.owned = Gauge(
+            f"{p}_owned_indicators", "Defender indicators owned by this reconciler.", registry=r
+        )
+        self.quota_used = Gauge(
+            f"{p}_quota_used", "Active Defender indicators (all owners).", registry=r
+        )
+        self.quota_free = Gauge(
+            f"{p}_quota_free", "Room left under the active-indicator quota.", registry=r
+        )
+        self.api_calls = Counter(
+            f"{p}_defender_api_calls",
+            "Defender API calls by endpoint and HTTP status (error = no response).",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            f"{p}_defender_throttled", "Defender 429 responses, by endpoint.", ["endpoint"],
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{p}_defender_retries",
+            "Defender calls retried (429, 5xx, timeouts), by endpoint.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.stream_events = Counter(
+            f"{p}_stream_events", "Live-stream events received, by type.", ["type"], registry=r
+        )
+        self.stream_connected = Gauge(
+            f"{p}_stream_connected", "1 while the live stream is connected.", registry=r
+        )
+        self.stream_lag = Gauge(
+            f"{p}_stream_lag_seconds",
+            "Age of the newest stream position when it was processed.",
+            registry=r,
+        )
+        self.last_success = Gauge(
+            f"{p}_last_success_timestamp_seconds",
+            "Unix time of the last successful full reconcile.",
+            registry=r,
+        )
+        self.dry_run = Gauge(
+            f"{p}_dry_run", "1 when the controller runs in dry-run mode.", registry=r
+        )
+
+    def on_defender_call(self, endpoint: str, status: int | None) -> None:
+        """Hook for the Defender client: one call finished (``status`` None = no response)."""
+        self.api_calls.labels(endpoint, str(status) if status is not None else "error").inc()
+        if status == 429:
+            self.throttled.labels(endpoint).inc()
+
+    def render(self) -> bytes:
+        """The exposition text for ``/metrics``."""
+        return generate_latest(self.registry)

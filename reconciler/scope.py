@@ -1,0 +1,123 @@
+"""The desired state kept per OpenCTI indicator, so a stream event re-plans only what it touches.
+
+A full reconcile fills the index from the whole listing; each stream event replaces (or
+removes) one indicator's mapping result and reports the keys it affects: the keys it maps to
+now plus the keys it mapped to before (a pattern edit moves an indicator to new values). The
+merged desired state for those keys alone is then computed with the same merge as a full run,
+so a key still wanted by another OpenCTI indicator stays (its ``externalId`` moves to the new
+winner) and a scoped plan equals the matching slice of a full plan.
+
+Pure: no I/O, no clock (``now`` is an argument).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from reconciler.mapping import (
+    DesiredState,
+    MappingPolicy,
+    MappingResult,
+    OpenCTIIndicator,
+    map_indicator,
+    merge_results,
+)
+from reconciler.model import IndicatorKey, Skipped
+
+__all__ = ["DesiredIndex"]
+
+
+def _keys(result: MappingResult) -> set[IndicatorKey]:
+    keys = {d.key for d in result.desired}
+    keys.update(s.key for s in result.skipped if s.key is not None)
+    return keys
+
+
+class DesiredIndex:
+    """Mapping results by OpenCTI id, with a reverse index key → contributing ids."""
+
+    def __init__(self, policy: MappingPolicy) -> None:
+        self.policy = policy
+        self._results: dict[str, MappingResult] = {}
+        self._read_skips: dict[str, Skipped] = {}
+        self._by_key: dict[IndicatorKey, set[str]] = {}
+        self.loaded = False
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __contains__(self, opencti_id: object) -> bool:
+        return opencti_id in self._results
+
+    # -- filling -------------------------------------------------------------------------
+    def replace_all(
+        self, indicators: Iterable[OpenCTIIndicator | Skipped], *, now: datetime
+    ) -> DesiredState:
+        """Rebuild from a complete listing; returns the full desired state."""
+        self._results.clear()
+        self._read_skips.clear()
+        self._by_key.clear()
+        for item in indicators:
+            if isinstance(item, Skipped):
+                self._read_skips[item.opencti_id] = item
+                continue
+            self._set(item.id, map_indicator(item, self.policy, now))
+        self.loaded = True
+        return self.full_state()
+
+    def upsert(self, indicator: OpenCTIIndicator, *, now: datetime) -> set[IndicatorKey]:
+        """Replace one indicator's mapping; returns the keys affected (before ∪ after)."""
+        before = self._drop(indicator.id)
+        result = map_indicator(indicator, self.policy, now)
+        self._set(indicator.id, result)
+        return before | _keys(result)
+
+    def remove(self, opencti_id: str) -> set[IndicatorKey]:
+        """Forget one indicator (it left the stream's scope); returns the keys it affected."""
+        self._read_skips.pop(opencti_id, None)
+        return self._drop(opencti_id)
+
+    def keys_of(self, opencti_id: str) -> set[IndicatorKey]:
+        result = self._results.get(opencti_id)
+        return _keys(result) if result is not None else set()
+
+    def _set(self, opencti_id: str, result: MappingResult) -> None:
+        self._results[opencti_id] = result
+        for key in _keys(result):
+            self._by_key.setdefault(key, set()).add(opencti_id)
+
+    def _drop(self, opencti_id: str) -> set[IndicatorKey]:
+        old = self._results.pop(opencti_id, None)
+        if old is None:
+            return set()
+        keys = _keys(old)
+        for key in keys:
+            ids = self._by_key.get(key)
+            if ids is not None:
+                ids.discard(opencti_id)
+                if not ids:
+                    del self._by_key[key]
+        return keys
+
+    # -- reading -------------------------------------------------------------------------
+    def full_state(self) -> DesiredState:
+        """The merged desired state of everything indexed (what a full run plans against)."""
+        return merge_results(self._results.values(), extra_skips=self._read_skips.values())
+
+    def state_for(self, keys: Iterable[IndicatorKey]) -> DesiredState:
+        """The merged desired state restricted to ``keys`` (what a scoped run plans against)."""
+        wanted = set(keys)
+        ids: set[str] = set()
+        for key in wanted:
+            ids.update(self._by_key.get(key, ()))
+        sliced = []
+        for opencti_id in sorted(ids):
+            result = self._results[opencti_id]
+            sliced.append(
+                MappingResult(
+                    desired=tuple(d for d in result.desired if d.key in wanted),
+                    skipped=tuple(s for s in result.skipped if s.key in wanted),
+                )
+            )
+        return merge_results(sliced)
