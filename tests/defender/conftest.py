@@ -25,7 +25,7 @@ def emu(clock: FakeClock) -> Iterator[DefenderEmulator]:
         yield server
 
 
-def provider_for(server: DefenderEmulator, clock: FakeClock, **overrides: Any) -> TokenProvider:
+def provider_for(server: DefenderEmulator, **overrides: Any) -> TokenProvider:
     options: dict[str, Any] = {
         "tenant_id": server.tenant_id,
         "client_id": server.client_id,
@@ -33,7 +33,6 @@ def provider_for(server: DefenderEmulator, clock: FakeClock, **overrides: Any) -
         "login_url": server.login_url,
         "scope": server.scope,
         "ca_bundle": server.ca_file,
-        "clock": clock,
     }
     options.update(overrides)
     return TokenProvider(**options)
@@ -47,7 +46,12 @@ ClientFactory = Callable[..., DefenderClient]
 @pytest.fixture
 def make_provider(emu: DefenderEmulator, clock: FakeClock) -> ProviderFactory:
     """Token providers for ``emu``; keyword arguments override the emulator's credentials."""
-    return lambda **overrides: provider_for(emu, clock, **overrides)
+
+    def factory(**overrides: Any) -> TokenProvider:
+        overrides.setdefault("clock", clock)
+        return provider_for(emu, **overrides)
+
+    return factory
 
 
 @pytest.fixture
@@ -59,7 +63,7 @@ def connect(clock: FakeClock) -> Iterator[Connect]:
     def factory(
         server: DefenderEmulator, provider: TokenProvider | None = None, **kwargs: Any
     ) -> DefenderClient:
-        provider = provider or provider_for(server, clock)
+        provider = provider or provider_for(server, clock=clock)
         kwargs.setdefault("clock", clock)
         kwargs.setdefault("verify", server.ca_file)
         kwargs.setdefault("seed", 7)

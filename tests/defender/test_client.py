@@ -136,7 +136,10 @@ def test_batch_delete_with_already_gone_ids_is_all_ok(
 def test_listing_25000_rows_in_three_overlapping_pages(clock, connect) -> None:
     with DefenderEmulator(clock=clock, quota=30_000, rate_limits=False) as emu:
         for i in range(25_000):
-            emu.add_indicator(indicatorValue=f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}")
+            emu.add_indicator(
+                indicatorValue=f"20.{i // 65536}.{(i // 256) % 256}.{i % 256}",
+                indicatorType="IpAddress",
+            )
         rows = connect(emu).list_indicators(page_size=10_000)
         assert len(rows) == 25_000
         assert {r["id"] for r in rows} == {r["id"] for r in emu.indicators()}
@@ -155,27 +158,42 @@ def test_listing_reads_exact_page_multiples(emu: DefenderEmulator, client: Defen
     assert len({r["id"] for r in rows}) == 19
 
 
-@pytest.mark.parametrize("change", ["delete", "insert"])
+@pytest.mark.parametrize("victim", [0, 5, 9], ids=["first-row", "middle-row", "overlap-row"])
 def test_listing_with_rows_moving_between_pages_fails(
-    emu: DefenderEmulator, client: DefenderClient, change: str
+    emu: DefenderEmulator, client: DefenderClient, victim: int
 ) -> None:
     _seed_domains(emu, 30)
-    first_id = emu.indicators()[0]["id"]
-    lists = []
+    victim_id = emu.indicators()[victim]["id"]
+    lists: list[str] = []
 
     def mutate(endpoint: str, method: str, path: str) -> None:
-        if endpoint != "list":
-            return
-        lists.append(path)
-        if len(lists) == 2:  # just before the second page is served
-            if change == "delete":
-                emu.delete_indicator(first_id)
-            else:
-                emu.add_indicator(indicatorValue="late.example", indicatorType="DomainName")
+        if endpoint == "list":
+            lists.append(path)
+            if len(lists) == 2:  # just before the second page is served
+                emu.delete_indicator(victim_id)
 
     emu.on_request(mutate)
     with pytest.raises(ListingError, match="rows moved during listing"):
         client.list_indicators(page_size=10)
+
+
+def test_listing_tolerates_rows_appended_behind_the_cursor(
+    emu: DefenderEmulator, client: DefenderClient
+) -> None:
+    # New rows get higher ids and land after the rows already read: nothing shifts, no hole.
+    _seed_domains(emu, 30)
+    lists: list[str] = []
+
+    def append(endpoint: str, method: str, path: str) -> None:
+        if endpoint == "list":
+            lists.append(path)
+            if len(lists) == 2:
+                emu.add_indicator(indicatorValue="late.example", indicatorType="DomainName")
+
+    emu.on_request(append)
+    rows = client.list_indicators(page_size=10)
+    assert [r["indicatorValue"] for r in rows][-1] == "late.example"
+    assert len(rows) == 31
 
 
 def test_listing_without_changes_passes_the_overlap_check(
