@@ -552,7 +552,6 @@ def build_plan(
                     after=_after(d, before, ignore),
                     fields=_changed_fields(old_cmp, new_cmp),
                     reason=Reason.ACTION_CHANGED.value,
-                    detail=f"action {old['action']} → {new['action']}",
                 )
             )
         elif old_cmp == new_cmp:
