@@ -487,7 +487,8 @@ class OpenCTIEmulator:
         self._rng = random.Random(seed)
         self._cond = threading.Condition(threading.RLock())
         self._records: dict[str, Record] = {}
-        self._node_cache: dict[str, str] = {}
+        # Rendered node JSON by selected top-level fields (None = all), then by indicator id.
+        self._node_cache: dict[frozenset[str] | None, dict[str, str]] = {}
         self._stix_cache: dict[str, str] = {}
         self._listing_cache: dict[tuple[str, str, str], _Listing] = {}
         self._version = 0
@@ -686,16 +687,25 @@ class OpenCTIEmulator:
         return out
 
     def _invalidate(self, indicator_id: str) -> None:
-        self._node_cache.pop(indicator_id, None)
+        for cache in self._node_cache.values():
+            cache.pop(indicator_id, None)
         self._stix_cache.pop(indicator_id, None)
         self._listing_cache.clear()
         self._version += 1
 
-    def _node_json(self, record: Record) -> str:
-        text = self._node_cache.get(record["id"])
+    def _node_json(self, record: Record, fields: frozenset[str] | None = None) -> str:
+        cache = self._node_cache.setdefault(fields, {})
+        text = cache.get(record["id"])
         if text is None:
-            text = json.dumps(graphql_node(record), ensure_ascii=False)
-            self._node_cache[record["id"]] = text
+            node: dict[str, Any]
+            if fields is not None and "toStix" in fields:
+                node = {"toStix": self._stix_json(record)}
+            else:
+                node = graphql_node(record)
+                if fields is not None:
+                    node = {k: v for k, v in node.items() if k in fields}
+            text = json.dumps(node, ensure_ascii=False)
+            cache[record["id"]] = text
         return text
 
     def _stix_json(self, record: Record) -> str:
@@ -800,13 +810,13 @@ class OpenCTIEmulator:
             return _error_json("You must be logged in to do this.", "AUTH_REQUIRED")
         try:
             if root == "indicators":
-                return self._indicators(variables)
-            data = self._resolve(root, variables)
+                return self._indicators(variables, selected_fields(query, "node"))
+            data = self._resolve(root, variables, query)
         except GraphQLError as exc:
             return _error_json(exc.message, exc.code)
         return json.dumps({"data": {root: data}}, ensure_ascii=False)
 
-    def _resolve(self, root: str, variables: dict[str, Any]) -> Any:
+    def _resolve(self, root: str, variables: dict[str, Any], query: str) -> Any:
         match root:
             case "about":
                 return {"version": PLATFORM_VERSION, "dependencies": []}
@@ -867,12 +877,14 @@ class OpenCTIEmulator:
             case "indicator":
                 with self._cond:
                     record = self._records.get(str(variables.get("id")))
-                    return json.loads(self._node_json(record)) if record else None
+                    if record is None:
+                        return None
+                    return json.loads(self._node_json(record, selected_fields(query, "indicator")))
         raise GraphQLError(
             f'Cannot query field "{root}" on type "Query".', "GRAPHQL_VALIDATION_FAILED"
         )
 
-    def _indicators(self, variables: dict[str, Any]) -> str:
+    def _indicators(self, variables: dict[str, Any], fields: frozenset[str] | None) -> str:
         with self._cond:
             self._page_requests += 1
             failure = self._fail_pages.pop(self._page_requests, None)
@@ -892,7 +904,7 @@ class OpenCTIEmulator:
             edges = []
             for position, indicator_id in enumerate(page, start):
                 cursor = _encode_cursor(listing.sort_keys[position])
-                node = self._node_json(self._records[indicator_id])
+                node = self._node_json(self._records[indicator_id], fields)
                 edges.append(f'{{"cursor": "{cursor}", "node": {node}}}')
             info = {
                 "startCursor": _encode_cursor(listing.sort_keys[start]) if page else "",
@@ -1058,6 +1070,46 @@ class OpenCTIEmulator:
                 write(_sse(beat_id, "heartbeat", json.dumps(date)).encode())
                 handler.wfile.flush()
                 next_beat = time.monotonic() + interval
+
+
+def selected_fields(query: str, parent: str) -> frozenset[str] | None:
+    """Top-level field names selected under the first ``parent { … }`` of a query.
+
+    Sub-selections are not projected (``objectLabel { id }`` returns whole labels): pycti only
+    indexes what it asked for. ``None`` when the selection cannot be found (return everything).
+    """
+    match = re.search(r"\b" + re.escape(parent) + r"\b[^{]*\{", query)
+    if match is None:
+        return None
+    fields: set[str] = set()
+    depth, parens, i = 1, 0, match.end()
+    token = re.compile(r"[A-Za-z_]\w*")
+    while i < len(query) and depth > 0:
+        char = query[i]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif char == "(":
+            parens += 1
+        elif char == ")":
+            parens -= 1
+        elif char == "#":  # comment to end of line
+            end = query.find("\n", i)
+            i = len(query) if end < 0 else end
+            continue
+        elif depth == 1 and parens == 0 and (char.isalpha() or char == "_"):
+            word = token.match(query, i)
+            assert word is not None
+            name = word.group(0)
+            rest = query[word.end() :].lstrip()
+            if not rest.startswith(":"):  # ``alias: field`` → the field follows
+                fields.add(name)
+            i = word.end()
+            continue
+        i += 1
+    fields.discard("on")
+    return frozenset(fields) if fields else None
 
 
 def _patch_op(path: str, old: Any, new: Any) -> dict[str, Any]:
