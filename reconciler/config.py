@@ -466,7 +466,7 @@ class ReconcilerSection(_Section):
     )
     http_port: int = _setting(
         9095,
-        "Port of the metrics and health endpoints (0 = off).",
+        "TCP port of the metrics and health endpoints.",
         env="RECONCILER_HTTP_PORT",
         accepted="a port number from 0 to 65535",
         ge=0,
