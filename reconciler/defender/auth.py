@@ -40,6 +40,9 @@ _MICROSOFT_LOGIN_HOSTS = frozenset(
     }
 )
 
+#: OAuth error codes that mean "try again later" rather than "refused".
+_TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
+
 #: Refresh this long before expiry (msal's own rule), but never more than a tenth of the lifetime.
 _REFRESH_MARGIN = 300.0
 
@@ -120,6 +123,9 @@ class TokenProvider:
         self._on_token = on_token
         self._app: msal.ConfidentialClientApplication | None = None
         self._session: PinnedSession | None = None
+        # msal replays failed token responses from this cache on the real clock; we own it so a
+        # retry paced by our clock can clear it and really ask again.
+        self._http_cache: dict[Any, Any] = {}
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = threading.Lock()
@@ -138,6 +144,7 @@ class TokenProvider:
                 client_credential=self._secret,
                 authority=self.authority,
                 http_client=self._session,
+                http_cache=self._http_cache,
                 # Instance discovery would call login.microsoftonline.com about a foreign host.
                 instance_discovery=host in _MICROSOFT_LOGIN_HOSTS,
                 timeout=self._timeout,
@@ -169,7 +176,7 @@ class TokenProvider:
                 self._app = self._build_app()
             if force or self._token is not None:
                 self._drop_cached(self._app)
-            result = self._acquire(self._app)
+            result = self._acquire_or_raise(self._app)
             token = str(result["access_token"])
             lifetime = float(result.get("expires_in") or 600)
             margin = min(_REFRESH_MARGIN, lifetime / 10)
@@ -195,6 +202,21 @@ class TokenProvider:
     def _acquire(self, app: msal.ConfidentialClientApplication) -> Mapping[str, Any]:
         try:
             result: Mapping[str, Any] = app.acquire_token_for_client(scopes=self.scopes)
+        except BaseException:
+            self._http_cache.clear()
+            raise
+        if "access_token" not in result:
+            self._http_cache.clear()
+        return result
+
+    def _acquire_or_raise(self, app: msal.ConfidentialClientApplication) -> Mapping[str, Any]:
+        try:
+            result = self._acquire(app)
+        except msal.exceptions.MsalServiceError as exc:
+            # msal raises this for a 5xx (or an unreadable error) from the token endpoint.
+            raise TransientError(
+                f"token endpoint of {self.authority} failed: {excerpt(str(exc))}"
+            ) from exc
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             raise TransientError(
@@ -209,6 +231,10 @@ class TokenProvider:
                 f"token endpoint of {self.authority} sent an unusable answer: {excerpt(str(exc))}"
             ) from exc
         if "access_token" not in result:
+            if result.get("error") in _TRANSIENT_OAUTH_ERRORS:
+                raise TransientError(
+                    f"token endpoint of {self.authority} is unavailable: {_aadsts(result)}"
+                )
             raise AuthError(
                 f"token refused for client {self.client_id} by {self.authority}: {_aadsts(result)}",
                 code=str(result.get("error") or "") or None,

@@ -267,8 +267,9 @@ class DefenderClient:
                 self.clock.sleep(delay)
                 continue
             except TransientError:
-                # The token endpoint was unreachable; same treatment as a transport error.
-                self._record(endpoint, None)
+                # The token endpoint failed (raised from the auth flow): retried like a
+                # transport error, counted against the token endpoint.
+                self._record("token", None)
                 if last:
                     raise
                 self.clock.sleep(self._backoff(attempt))

@@ -123,3 +123,49 @@ def test_without_ca_bundle_the_environment_decides(
     provider: TokenProvider = make_provider(ca_bundle=None)
     with pytest.raises(DefenderError):
         provider.token()
+
+
+@pytest.mark.parametrize("statuses", [[503], [429], [0], [500, 503, 0]], ids=str)
+def test_token_endpoint_faults_are_retried(
+    emu: DefenderEmulator, client: DefenderClient, statuses: list[int]
+) -> None:
+    emu.force_responses("token", statuses, retry_after=1)
+    assert client.list_indicators() == []
+    assert emu.counts()["token"] == len(statuses) + 1
+    assert client.calls[("token", 0)] == len(statuses)
+    assert client.calls[("list", 200)] == 1
+
+
+def test_from_settings_builds_a_working_client(emu: DefenderEmulator, clock: FakeClock) -> None:
+    from types import SimpleNamespace
+
+    from pydantic import SecretStr
+
+    section = SimpleNamespace(
+        tenant_id=emu.tenant_id,
+        client_id=emu.client_id,
+        client_secret=SecretStr(emu.client_secret),
+        login_url=emu.login_url,
+        base_url=emu.url,
+        resource_path="/api/indicators",
+        scope=emu.scope,
+        ca_bundle=emu.ca_file,
+    )
+    tokens: list[str] = []
+    calls: list[tuple[str, int | None]] = []
+    cfg = SimpleNamespace(microsoft_defender_intel=section)
+    with DefenderClient.from_settings(
+        cfg, clock=clock, on_token=tokens.append, on_call=lambda e, s: calls.append((e, s))
+    ) as client:
+        assert client.list_owned(["opencti"]) == []
+    assert len(tokens) == 1
+    assert calls == [("list", 200)]
+
+
+def test_second_401_is_an_auth_error(emu: DefenderEmulator, client: DefenderClient) -> None:
+    emu.force_responses("list", [401, 401])
+    with pytest.raises(AuthError) as caught:
+        client.list_indicators()
+    assert caught.value.status == 401
+    assert emu.counts()["token"] == 2  # the first token, then exactly one forced refresh
+    assert emu.counts()["list"] == 2

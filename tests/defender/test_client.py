@@ -262,3 +262,14 @@ def test_auth_error_is_not_retried(emu: DefenderEmulator, client: DefenderClient
     with pytest.raises(AuthError):
         client.list_indicators()
     assert emu.counts()["list"] == 1
+
+
+def test_batch_delete_on_a_non_atomic_server(clock, connect, make_body) -> None:
+    # If Defender deletes the known ids of a 404 batch anyway, bisection still ends all ok.
+    with DefenderEmulator(clock=clock, batch_delete_atomic=False) as emu:
+        client = connect(emu)
+        ids = [str(r.id) for r in client.import_indicators([make_body(i) for i in range(16)])]
+        emu.delete_indicator(ids[3])
+        deleted = client.batch_delete(ids)
+        assert all(d.ok for d in deleted)
+        assert emu.indicators() == []
