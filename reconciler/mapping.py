@@ -5,8 +5,9 @@ score → action/severity, expiry, title/description/labels, and the determinist
 several OpenCTI indicators that land on one Defender key.
 
 Pure functions only: no I/O, no clock, no logging of data, never imports httpx, pycti or msal.
-Every public function is total: bad input becomes a ``Skipped`` with a stable reason, never an
-exception.
+The readers and mappers are total: bad input becomes a ``Skipped`` with a stable reason, never
+an exception (only ``parse_stix_pattern`` raises, its own ``PatternRejected``, and
+``MappingPolicy.from_settings`` raises ``ConfigError``).
 
 Decisions (each is a contract the tests pin):
 
@@ -67,6 +68,7 @@ __all__ = [
     "MappingResult",
     "ObservableValue",
     "OpenCTIIndicator",
+    "PatternRejected",
     "build_desired",
     "expiration_time",
     "indicator_from_graphql",
@@ -418,6 +420,16 @@ def _from_stix(obj: Any) -> OpenCTIIndicator | Skipped:
 # --------------------------------------------------------------------------------------------
 
 
+class PatternRejected(ValueError):
+    """Raised by ``parse_stix_pattern`` when a pattern yields nothing deployable; ``reason`` is
+    ``invalid_pattern`` (does not parse) or ``unsupported_pattern`` (parses, cannot deploy)."""
+
+    def __init__(self, reason: SkipReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 class PatternError(ValueError):
     """Internal: the pattern does not parse (→ ``invalid_pattern``)."""
 
@@ -441,6 +453,12 @@ _KEYWORDS_OBS = ("OR", "AND", "FOLLOWEDBY")
 _QUALIFIERS = ("WITHIN", "START", "REPEATS")
 _OPS = ("<=", ">=", "!=", "<>", "==", "=", "<", ">")
 _WORD_OPS = ("LIKE", "MATCHES", "IN", "ISSUBSET", "ISSUPERSET")
+_RE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_RE_PREFIXED_STRING = re.compile(r"([thb])'")
+_RE_LITERAL = re.compile(r"[+-]?\d+(\.\d+)?|true|false", re.IGNORECASE)
+_RE_OBJECT_TYPE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
+_RE_INDEX = re.compile(r"\[\s*(\*|\d+)\s*\]")
+_RE_PROPERTY = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 class _Parser:
@@ -469,7 +487,7 @@ class _Parser:
 
     def _peek_word(self) -> str | None:
         self._ws()
-        m = re.compile(r"[A-Za-z_][A-Za-z0-9_]*").match(self.text, self.pos)
+        m = _RE_WORD.match(self.text, self.pos)
         return m.group(0) if m else None
 
     def _keyword(self, *words: str) -> str | None:
@@ -503,11 +521,11 @@ class _Parser:
         self._ws()
         if self._peek("'"):
             return self._string()
-        m = re.compile(r"([thb])'").match(self.text, self.pos)
+        m = _RE_PREFIXED_STRING.match(self.text, self.pos)
         if m:
             self.pos += 1
             return self._string()
-        m = re.compile(r"[+-]?\d+(\.\d+)?|true|false", re.IGNORECASE).match(self.text, self.pos)
+        m = _RE_LITERAL.match(self.text, self.pos)
         if m:
             self.pos = m.end()
             return m.group(0)
@@ -629,7 +647,7 @@ class _Parser:
 
     def _path(self) -> tuple[str, tuple[str, ...]]:
         self._ws()
-        m = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*").match(self.text, self.pos)
+        m = _RE_OBJECT_TYPE.match(self.text, self.pos)
         if not m:
             raise PatternError(f"expected an object path at offset {self.pos}")
         obj_type = m.group(0).lower()
@@ -643,7 +661,7 @@ class _Parser:
                 self.pos += 1
                 parts.append(self._path_component())
             else:
-                m = re.compile(r"\[\s*(\*|\d+)\s*\]").match(self.text, self.pos)
+                m = _RE_INDEX.match(self.text, self.pos)
                 if not m:
                     break  # not an index: leave it to the caller (e.g. a stray bracket)
                 self.pos = m.end()
@@ -653,7 +671,7 @@ class _Parser:
     def _path_component(self) -> str:
         if self.text.startswith("'", self.pos):
             return self._string()
-        m = re.compile(r"[A-Za-z0-9_\-]+").match(self.text, self.pos)
+        m = _RE_PROPERTY.match(self.text, self.pos)
         if not m:
             raise PatternError(f"expected a property name at offset {self.pos}")
         self.pos = m.end()
@@ -693,18 +711,17 @@ def _opencti_type(stix_type: str) -> str:
 
 def parse_stix_pattern(pattern: str) -> tuple[ObservableValue, ...]:
     """Deployable values of a STIX pattern: one per OR'ed alternative; an AND of file hashes
-    is one file with several hashes. Raises ``ValueError`` with ``args[0]`` the reason
-    (``invalid_pattern`` / ``unsupported_pattern``) and ``args[1]`` a detail."""
+    is one file with several hashes. Raises ``PatternRejected`` (a ``ValueError``) otherwise."""
     parser = _Parser(pattern)
     try:
         dnf = parser.parse()
     except PatternError as exc:
-        raise ValueError(SkipReason.INVALID_PATTERN, str(exc)) from None
+        raise PatternRejected(SkipReason.INVALID_PATTERN, str(exc)) from None
     except _Unsupported as exc:
-        raise ValueError(SkipReason.UNSUPPORTED_PATTERN, str(exc)) from None
+        raise PatternRejected(SkipReason.UNSUPPORTED_PATTERN, str(exc)) from None
     if parser.unsupported:
         detail = ", ".join(sorted(set(parser.unsupported)))
-        raise ValueError(SkipReason.UNSUPPORTED_PATTERN, f"not deployable: {detail}")
+        raise PatternRejected(SkipReason.UNSUPPORTED_PATTERN, f"not deployable: {detail}")
     return tuple(_conjunct_value(conjunct) for conjunct in dnf)
 
 
@@ -712,12 +729,12 @@ def _conjunct_value(conjunct: Sequence[_Comparison]) -> ObservableValue:
     for cmp in conjunct:
         if cmp.op not in {"=", "=="} or cmp.negated:
             op = ("NOT " if cmp.negated else "") + cmp.op
-            raise ValueError(
+            raise PatternRejected(
                 SkipReason.UNSUPPORTED_PATTERN, f"only '=' comparisons are deployable, not {op}"
             )
     types = sorted({cmp.obj_type for cmp in conjunct})
     if len(types) != 1:
-        raise ValueError(
+        raise PatternRejected(
             SkipReason.UNSUPPORTED_PATTERN, f"one alternative combines {', '.join(types)}"
         )
     stix_type = types[0]
@@ -727,18 +744,18 @@ def _conjunct_value(conjunct: Sequence[_Comparison]) -> ObservableValue:
             if len(cmp.path) == 2 and cmp.path[0].lower() == "hashes":
                 algo = _canonical_hash_name(cmp.path[1])
                 if hashes.get(algo, cmp.value) != cmp.value:
-                    raise ValueError(
+                    raise PatternRejected(
                         SkipReason.UNSUPPORTED_PATTERN, f"conflicting {algo} values in one file"
                     )
                 hashes[algo] = cmp.value
         return ObservableValue(type=_opencti_type(stix_type), value=None, hashes=hashes)
     if len(conjunct) != 1:
-        raise ValueError(
+        raise PatternRejected(
             SkipReason.UNSUPPORTED_PATTERN, f"AND of several {stix_type} values is not deployable"
         )
     cmp = conjunct[0]
     if stix_type in _VALUE_TYPES and cmp.path != ("value",):
-        raise ValueError(
+        raise PatternRejected(
             SkipReason.UNSUPPORTED_PATTERN,
             f"comparison on {stix_type}:{'.'.join(cmp.path)} is not deployable",
         )
@@ -1039,9 +1056,8 @@ def _values(ind: OpenCTIIndicator) -> tuple[ObservableValue, ...] | Skipped:
         return _skip(ind, SkipReason.NO_VALUE, "no observable values and no pattern")
     try:
         return parse_stix_pattern(ind.pattern)
-    except ValueError as exc:
-        reason, detail = exc.args if len(exc.args) == 2 else (SkipReason.INVALID_PATTERN, "")
-        return _skip(ind, SkipReason(reason), str(detail))
+    except PatternRejected as exc:
+        return _skip(ind, exc.reason, exc.detail)
     except RecursionError:
         return _skip(ind, SkipReason.INVALID_PATTERN, "pattern nested too deeply")
 

@@ -16,6 +16,7 @@ from reconciler.mapping import (
     MappingResult,
     ObservableValue,
     OpenCTIIndicator,
+    PatternRejected,
     build_desired,
     indicator_from_graphql,
     indicator_from_stix,
@@ -210,8 +211,9 @@ def test_indicator_from_graphql_is_total(node: Any) -> None:
 def test_pattern_parser_raises_only_its_value_error(pattern: str) -> None:
     try:
         values = parse_stix_pattern(pattern)
-    except ValueError as exc:
-        assert exc.args[0] in {SkipReason.INVALID_PATTERN, SkipReason.UNSUPPORTED_PATTERN}
+    except PatternRejected as exc:
+        assert exc.reason in {SkipReason.INVALID_PATTERN, SkipReason.UNSUPPORTED_PATTERN}
+        assert exc.detail
     except RecursionError:
         pass  # map_indicator turns this into invalid_pattern
     else:
