@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# opencti-defender-reconciler: two stages. "build" installs the package into a virtualenv;
+# the final stage copies only that virtualenv onto a clean slim base, runs as a non-root user
+# and starts the controller. No HEALTHCHECK: Kubernetes probes /healthz and /readyz instead.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+# Dependency metadata first so a source-only change reuses nothing it should not: the package
+# is small, the dependencies are the slow part, and both come from pyproject.toml.
+COPY pyproject.toml README.md ./
+COPY reconciler ./reconciler
+RUN /opt/venv/bin/pip install --no-cache-dir . \
+    && /opt/venv/bin/python -m pip uninstall --yes pip \
+    && /opt/venv/bin/reconciler --help > /dev/null
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="opencti-defender-reconciler" \
+      org.opencontainers.image.description="Keeps Microsoft Defender for Endpoint custom indicators equal to what OpenCTI says." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="opencti-defender-reconciler"
+# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+RUN groupadd --system --gid 10001 reconciler \
+    && useradd --system --uid 10001 --gid reconciler --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin reconciler
+COPY --from=build /opt/venv /opt/venv
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+WORKDIR /app
+USER 10001:10001
+# reconciler.http_port (metrics, /healthz, /readyz).
+EXPOSE 9095
+ENTRYPOINT ["reconciler"]
+CMD ["run"]
