@@ -1278,6 +1278,21 @@ class DefenderEmulator:
     def reset_rate_limits(self) -> None:
         self._limiter.reset()
 
+    def reset(self) -> None:
+        """A fresh tenant: no rows (ids restart at 1), tokens, faults, forced statuses, hook,
+        log or spent rate budget. Knob attributes keep their current values."""
+        self.clear()
+        with self._lock:
+            self._store.next_id = 1
+        with self._lock:
+            self._tokens.clear()
+        with self._fault_lock:
+            self._forced.clear()
+        self.set_faults()
+        self.on_request(None)
+        self.reset_log()
+        self.reset_rate_limits()
+
     # ---------------------------------------------------------------- log
 
     def counts(self) -> collections.Counter[str]:
