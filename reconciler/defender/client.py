@@ -28,6 +28,7 @@ from reconciler.defender.auth import BearerAuth, TokenProvider, ssl_context
 from reconciler.defender.ratelimit import RateBudgets
 from reconciler.errors import (
     AuthError,
+    ConfigError,
     DefenderError,
     ListingError,
     RateLimitError,
@@ -167,24 +168,31 @@ class DefenderClient:
     ) -> DefenderClient:
         """Build from the ``microsoft_defender_intel`` section of the configuration."""
         section = cfg.microsoft_defender_intel
+        missing = [
+            f"microsoft_defender_intel.{name} (MICROSOFT_DEFENDER_INTEL_{name.upper()})"
+            for name in ("tenant_id", "client_id", "client_secret")
+            if not getattr(section, name, None)
+        ]
+        if missing:
+            raise ConfigError("Defender credentials missing: " + ", ".join(missing))
         secret = section.client_secret
         secret_value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
         ca_bundle = getattr(section, "ca_bundle", None)
         ca = str(ca_bundle) if ca_bundle else None
         provider = TokenProvider(
-            tenant_id=section.tenant_id,
-            client_id=section.client_id,
+            tenant_id=str(section.tenant_id),
+            client_id=str(section.client_id),
             client_secret=str(secret_value),
-            login_url=section.login_url,
-            scope=section.scope,
+            login_url=str(section.login_url),
+            scope=str(section.scope),
             ca_bundle=ca,
             clock=clock,
             on_token=on_token,
         )
         client = cls(
-            section.base_url,
+            str(section.base_url),
             BearerAuth(provider),
-            resource_path=section.resource_path,
+            resource_path=str(section.resource_path),
             clock=clock,
             verify=ca or True,
             on_call=on_call,

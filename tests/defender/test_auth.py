@@ -4,13 +4,15 @@ and TLS pinned to the configured CA bundle whatever the environment says."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import trustme
+from pydantic import SecretStr
 
 from reconciler.clock import FakeClock
 from reconciler.defender import DefenderClient, TokenProvider
-from reconciler.errors import AuthError, DefenderError, TransientError
+from reconciler.errors import AuthError, ConfigError, DefenderError, TransientError
 from reconciler.sandbox.defender import DefenderEmulator
 
 
@@ -137,10 +139,6 @@ def test_token_endpoint_faults_are_retried(
 
 
 def test_from_settings_builds_a_working_client(emu: DefenderEmulator, clock: FakeClock) -> None:
-    from types import SimpleNamespace
-
-    from pydantic import SecretStr
-
     section = SimpleNamespace(
         tenant_id=emu.tenant_id,
         client_id=emu.client_id,
@@ -169,3 +167,9 @@ def test_second_401_is_an_auth_error(emu: DefenderEmulator, client: DefenderClie
     assert caught.value.status == 401
     assert emu.counts()["token"] == 2  # the first token, then exactly one forced refresh
     assert emu.counts()["list"] == 2
+
+
+def test_from_settings_names_missing_credentials() -> None:
+    section = SimpleNamespace(tenant_id="t", client_id=None, client_secret=None)
+    with pytest.raises(ConfigError, match=r"client_id.*client_secret"):
+        DefenderClient.from_settings(SimpleNamespace(microsoft_defender_intel=section))
