@@ -510,7 +510,10 @@ class OpenCTIEmulator:
         self._server = _Server((self.host, self.port), _Handler, self)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="opencti-emulator", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() waits up to one poll interval
+            name="opencti-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self

@@ -1,0 +1,251 @@
+"""OpenCTISource against the fake OpenCTI over real sockets: paging, filters, errors, secrets."""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from loguru import logger
+from pydantic import SecretStr
+
+from reconciler.errors import SourceError
+from reconciler.opencti.source import INDICATOR_ATTRIBUTES, OpenCTISource, clean_filter_group
+from reconciler.sandbox.dataset import label_id
+from reconciler.sandbox.opencti import OpenCTIEmulator
+
+from .conftest import TOKEN
+
+
+def source_for(emu: OpenCTIEmulator, **kwargs: Any) -> OpenCTISource:
+    return OpenCTISource(emu.url, emu.token, emu.stream_id, **kwargs)
+
+
+def score_at_least(value: int) -> dict[str, Any]:
+    return {
+        "mode": "and",
+        "filters": [
+            {"key": ["x_opencti_score"], "values": [str(value)], "operator": "gte", "mode": "or"}
+        ],
+        "filterGroups": [],
+    }
+
+
+def indicator_pages(emu: OpenCTIEmulator) -> list[dict[str, Any]]:
+    return [r for r in emu.requests if r["field"] == "indicators"]
+
+
+def test_lists_20k_indicators_whole_in_pages_of_5000(
+    big_emulator: OpenCTIEmulator, big_dataset: list[dict[str, Any]]
+) -> None:
+    seen_before = len(indicator_pages(big_emulator))
+
+    listed = source_for(big_emulator).list_indicators()
+
+    assert len(listed) == len(big_dataset)
+    assert {n["id"] for n in listed} == {r["id"] for r in big_dataset}
+    pages = indicator_pages(big_emulator)[seen_before:]
+    assert len(pages) == 4
+    assert [p["variables"]["first"] for p in pages] == [5000] * 4
+    assert pages[0]["variables"]["after"] is None
+    assert all(p["variables"]["after"] for p in pages[1:])
+    assert all(p["variables"]["orderBy"] == "created_at" for p in pages)
+
+
+def test_small_pages_give_the_same_set(emulator: OpenCTIEmulator) -> None:
+    listed = source_for(emulator, page_size=7).list_indicators()
+    assert sorted(n["id"] for n in listed) == sorted(r["id"] for r in emulator.indicators())
+    assert len(indicator_pages(emulator)) == -(-200 // 7)
+
+
+def test_listed_nodes_carry_the_selected_fields(emulator: OpenCTIEmulator) -> None:
+    listed = source_for(emulator).list_indicators()
+    wanted = {w for w in INDICATOR_ATTRIBUTES.replace("{", " ").replace("}", " ").split()}
+    top_level = wanted - {"type", "value", "hashes", "algorithm", "hash"}
+    by_id = {r["id"]: r for r in emulator.indicators()}
+    for node in listed:
+        assert top_level <= set(node)
+        record = by_id[node["id"]]
+        assert node["x_opencti_score"] == record["score"]
+        assert [label["value"] for label in node["objectLabel"]] == record["labels"]
+    hashed = next(
+        n
+        for n in listed
+        if n["x_opencti_main_observable_type"] == "StixFile"
+        and n["pattern_type"] == "stix"
+        and n["x_opencti_observable_values"]
+    )
+    assert hashed["x_opencti_observable_values"][0]["hashes"][0]["algorithm"] in {
+        "MD5",
+        "SHA-1",
+        "SHA-256",
+    }
+
+
+def test_stream_score_filter_is_honoured(
+    big_emulator: OpenCTIEmulator, big_dataset: list[dict[str, Any]]
+) -> None:
+    big_emulator.stream_filters = score_at_least(50)
+    try:
+        listed = source_for(big_emulator).list_indicators()
+    finally:
+        big_emulator.stream_filters = None
+    expected = {r["id"] for r in big_dataset if r["score"] is not None and r["score"] >= 50}
+    assert 0 < len(expected) < len(big_dataset)
+    assert {n["id"] for n in listed} == expected
+
+
+def test_nested_groups_and_string_keys_are_honoured(emulator: OpenCTIEmulator) -> None:
+    emulator.stream_filters = {
+        "mode": "and",
+        "filters": [{"key": "revoked", "values": ["false"], "operator": "eq"}],
+        "filterGroups": [
+            {
+                "mode": "or",
+                "filters": [
+                    {"key": ["objectLabel"], "values": [label_id("c2")], "operator": "eq"},
+                    {"key": "x_opencti_main_observable_type", "values": ["StixFile"]},
+                ],
+                "filterGroups": [],
+            }
+        ],
+    }
+    listed = source_for(emulator).list_indicators()
+    expected = {
+        r["id"]
+        for r in emulator.indicators()
+        if not r["revoked"] and ("c2" in r["labels"] or r["main_observable_type"] == "StixFile")
+    }
+    assert expected
+    assert {n["id"] for n in listed} == expected
+
+
+def test_stream_filters_are_read_from_the_stream(emulator: OpenCTIEmulator) -> None:
+    source = source_for(emulator)
+    assert source.stream_filters() is None
+    emulator.stream_filters = score_at_least(30)
+    assert source.stream_filters() == score_at_least(30)
+    listing = source.listing_filters()
+    assert listing["filters"][0]["values"] == ["Indicator"]
+    assert listing["filterGroups"] == [score_at_least(30)]
+
+
+def test_keys_the_api_rejects_are_dropped_and_named_in_a_warning(
+    emulator: OpenCTIEmulator,
+) -> None:
+    group = score_at_least(60)
+    group["filters"].append({"key": ["objects"], "values": ["report-1"], "operator": "eq"})
+    emulator.stream_filters = group
+    messages: list[str] = []
+    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
+    try:
+        listed = source_for(emulator).list_indicators()
+    finally:
+        logger.remove(sink)
+    expected = {r["id"] for r in emulator.indicators() if (r["score"] or -1) >= 60}
+    assert {n["id"] for n in listed} == expected
+    assert any("objects" in m for m in messages)
+
+
+def test_clean_filter_group_renames_and_drops() -> None:
+    dropped: list[str] = []
+    cleaned = clean_filter_group(
+        {
+            "mode": "or",
+            "filters": [
+                {"key": ["creator", "priority"], "values": ["u1"]},
+                {"key": "severity", "values": ["high"]},
+            ],
+            "filterGroups": [{"mode": "and", "filters": [{"key": "fromId", "values": ["x"]}]}],
+        },
+        dropped,
+    )
+    assert cleaned["filters"] == [{"key": ["creator_id"], "values": ["u1"]}]
+    assert cleaned["filterGroups"] == [{"mode": "and", "filters": [], "filterGroups": []}]
+    assert sorted(dropped) == ["fromId", "priority", "severity"]
+
+
+def test_page_error_mid_listing_raises_and_returns_nothing(
+    big_emulator: OpenCTIEmulator,
+) -> None:
+    big_emulator.fail_page(2, "search engine timeout")
+    source = source_for(big_emulator)
+    with pytest.raises(SourceError) as caught:
+        source.list_indicators()
+    message = str(caught.value)
+    assert "page 2" in message
+    assert "search engine timeout" in message
+    assert TOKEN not in message
+    assert isinstance(caught.value.__cause__, ValueError)
+    # The failure was one page only: the next listing is whole again.
+    assert len(source.list_indicators()) == 20_000
+
+
+def test_iter_pages_yields_the_good_pages_then_raises(big_emulator: OpenCTIEmulator) -> None:
+    big_emulator.fail_page(3)
+    received = []
+    with pytest.raises(SourceError):
+        for page in source_for(big_emulator).iter_pages():
+            received.append(len(page))
+    assert received == [5000, 5000]
+
+
+def test_error_text_never_carries_the_token(emulator: OpenCTIEmulator) -> None:
+    emulator.fail_page(1, f"backend rejected Bearer {TOKEN}")
+    with pytest.raises(SourceError) as caught:
+        source_for(emulator).list_indicators()
+    assert TOKEN not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_unknown_stream_is_a_source_error(emulator: OpenCTIEmulator) -> None:
+    source = OpenCTISource(emulator.url, TOKEN, "no-such-stream")
+    with pytest.raises(SourceError, match=r"no-such-stream.*does not exist"):
+        source.list_indicators()
+    assert "indicators" not in emulator.counts()
+
+
+def test_bad_token_is_a_source_error_without_any_token(emulator: OpenCTIEmulator) -> None:
+    wrong = "wrong-token-0000-9999"
+    with pytest.raises(SourceError) as caught:
+        OpenCTISource(emulator.url, wrong, emulator.stream_id).list_indicators()
+    assert wrong not in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_unreachable_platform_is_a_source_error() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(SourceError, match="not reachable"):
+        OpenCTISource(f"http://127.0.0.1:{port}", TOKEN, "s").list_indicators()
+
+
+def test_unknown_filter_key_is_a_source_error(emulator: OpenCTIEmulator) -> None:
+    bogus = {"mode": "and", "filters": [{"key": "bogus_key", "values": ["1"]}], "filterGroups": []}
+    with pytest.raises(SourceError, match="bogus_key"):
+        list(source_for(emulator).iter_pages(bogus))
+
+
+def test_empty_platform_lists_nothing() -> None:
+    with OpenCTIEmulator(token=TOKEN) as emu:
+        assert source_for(emu).list_indicators() == []
+        assert emu.counts()["indicators"] == 1
+
+
+def test_from_settings_reads_a_duck_typed_config(emulator: OpenCTIEmulator) -> None:
+    cfg = SimpleNamespace(
+        opencti=SimpleNamespace(url=emulator.url, token=SecretStr(TOKEN), ssl_verify=False),
+        connector=SimpleNamespace(live_stream_id=emulator.stream_id),
+    )
+    source = OpenCTISource.from_settings(cfg)
+    assert len(source.list_indicators()) == 200
+    assert TOKEN not in repr(source)
+
+
+def test_client_is_built_lazily(emulator: OpenCTIEmulator) -> None:
+    source = source_for(emulator)
+    assert emulator.counts() == {}
+    source.stream_filters()
+    assert emulator.counts() == {"about": 1, "streamCollection": 1}
