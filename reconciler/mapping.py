@@ -76,6 +76,7 @@ __all__ = [
     "labels_line",
     "map_indicator",
     "merge_desired",
+    "merge_results",
     "parse_stix_pattern",
     "score_action",
     "score_severity",
@@ -1196,20 +1197,35 @@ def build_desired(
     """Map every indicator, merge per key, and collect every skip (read failures, value skips,
     ``superseded`` losers). ``expired_keys`` are the keys of revoked/expired indicators that no
     live indicator wants."""
-    desired_items: list[DesiredIndicator] = []
-    skipped: list[Skipped] = []
+    results: list[MappingResult] = []
+    read_skips: list[Skipped] = []
     for item in indicators:
         if isinstance(item, Skipped):
-            skipped.append(item)
-            continue
-        result = map_indicator(item, policy, now)
+            read_skips.append(item)
+        else:
+            results.append(map_indicator(item, policy, now))
+    return merge_results(results, extra_skips=read_skips)
+
+
+def merge_results(
+    results: Iterable[MappingResult], *, extra_skips: Iterable[Skipped] = ()
+) -> DesiredState:
+    """Merge already-mapped results into one desired state (the second half of
+    ``build_desired``; the controller keeps results per indicator and merges slices)."""
+    desired_items: list[DesiredIndicator] = []
+    skipped: list[Skipped] = list(extra_skips)
+    for result in results:
         desired_items.extend(result.desired)
         skipped.extend(result.skipped)
 
     desired: dict[IndicatorKey, DesiredIndicator] = {}
     groups = _group(desired_items)
     for key in sorted(groups):
-        winner, losers = _merge_group(groups[key])
+        group = groups[key]
+        if len(group) == 1 and group[0].opencti_ids:
+            desired[key] = group[0]  # fast path: nothing to merge
+            continue
+        winner, losers = _merge_group(group)
         desired[key] = winner
         for loser in losers:
             skipped.append(
