@@ -662,6 +662,13 @@ class OpenCTIEmulator:
         with self._cond:
             return dict(Counter(r["field"] for r in self.requests))
 
+    def events(self) -> list[dict[str, Any]]:
+        """The stream's event log (after visibility translation): ``{id, event, data}``."""
+        with self._cond:
+            return [
+                {"id": e.id, "event": e.event, "data": json.loads(e.payload)} for e in self._events
+            ]
+
     def open_streams(self) -> int:
         """Stream connections currently open."""
         with self._cond:
