@@ -144,7 +144,7 @@ def render_text(
         lines += [_NO_CHANGES, ""]
     else:
         lines += [
-            "Symbols: + create, ~ update in place, -/+ replace (create, then delete), - delete",
+            "Symbols: + create  ~ update  -/+ replace  - delete",
             "",
         ]
     for action in ACTION_ORDER:

@@ -76,6 +76,7 @@ def golden_plan(*, allow_mass_delete: bool = False) -> Plan:
             severity="Medium",
             expirationTime="2026-03-01T00:00:00Z",
             description="Old | text with `ticks`",
+            rbacGroupNames=["Tier2"],
         ),
         owned("7", replace_url, action="Audit"),
         *[owned(str(100 + i), d) for i, d in enumerate(keep)],
