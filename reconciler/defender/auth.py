@@ -18,6 +18,7 @@ import httpx
 import msal
 import requests  # type: ignore[import-untyped]  # no stubs in the dev deps
 from loguru import logger
+from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 
 from reconciler.clock import Clock, SystemClock
 from reconciler.errors import AuthError, TransientError, excerpt
@@ -25,20 +26,7 @@ from reconciler.errors import AuthError, TransientError, excerpt
 __all__ = ["BearerAuth", "PinnedSession", "TokenProvider", "ssl_context"]
 
 #: Login hosts msal knows; for any other host instance discovery would call Microsoft.
-_MICROSOFT_LOGIN_HOSTS = frozenset(
-    {
-        "login.microsoftonline.com",
-        "login.microsoft.com",
-        "login.windows.net",
-        "sts.windows.net",
-        "login.chinacloudapi.cn",
-        "login.partner.microsoftonline.cn",
-        "login.microsoftonline.de",
-        "login-us.microsoftonline.com",
-        "login.microsoftonline.us",
-        "login.usgovcloudapi.net",
-    }
-)
+_MICROSOFT_LOGIN_HOSTS: frozenset[str] = frozenset(WELL_KNOWN_AUTHORITY_HOSTS)
 
 #: OAuth error codes that mean "try again later" rather than "refused".
 _TRANSIENT_OAUTH_ERRORS = frozenset({"temporarily_unavailable", "server_error"})
