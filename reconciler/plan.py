@@ -476,12 +476,19 @@ def build_plan(
     non_owned_count: int = 0,
     policy: PlanPolicy = PlanPolicy(),  # frozen, so a shared default is safe
     complete: bool = True,
+    scoped: bool = False,
 ) -> Plan:
     """Diff ``desired`` against the owned Defender indicators; pure and deterministic.
 
     ``expired_keys`` maps keys of revoked/expired OpenCTI indicators to their ``Skipped``; an
     owned copy of such a key (not otherwise desired) becomes ``expire``. ``complete=False``
     (either listing failed or was truncated) keeps every destructive change out.
+
+    ``scoped=True``: both sides hold only some keys (a stream event's), so the guards about
+    the whole set, ``empty_desired`` and ``max_delete_ratio``, are not evaluated (an empty
+    desired side is what a deleted indicator looks like); ``max_deletes`` still is. The
+    caller passes the owned indicators outside the scope in ``non_owned_count`` so the quota
+    stays right.
     """
     want: dict[IndicatorKey, DesiredIndicator] = (
         dict(desired) if isinstance(desired, Mapping) else {d.key: d for d in desired}
@@ -629,7 +636,7 @@ def build_plan(
     changes.sort(key=Change.sort_key)
     deletes = sum(1 for c in changes if c.action in (ChangeAction.DELETE, ChangeAction.EXPIRE))
     creates = sum(1 for c in changes if c.action is ChangeAction.CREATE)
-    guards.extend(_guards(len(want), len(owned), deletes, policy))
+    guards.extend(_guards(len(want), len(owned), deletes, policy, scoped=scoped))
     owned_after = len(owned) + creates - deletes
     quota = Quota(
         limit=policy.quota,
@@ -677,35 +684,48 @@ def _skip_detail(s: Skipped) -> str:
     return s.detail or (s.name or "")
 
 
-def _guards(desired: int, owned: int, deletes: int, policy: PlanPolicy) -> list[Guard]:
+def _guards(
+    desired: int, owned: int, deletes: int, policy: PlanPolicy, *, scoped: bool
+) -> list[Guard]:
     override = policy.allow_mass_delete
-    hint = "overridden" if override else f"override: {OVERRIDE_FLAG}"
-    held = "deletes will be applied" if override else "deletes will not be applied"
+    held = (
+        "deletes will be applied (overridden)"
+        if override
+        else f"deletes will not be applied (override: {OVERRIDE_FLAG})"
+    )
+    not_evaluated = "not evaluated on a scoped plan"
+    limit_text = f"{policy.max_delete_ratio:.0%} from {policy.ratio_min_deletes} deletes"
 
-    empty = desired == 0 and owned > 0
+    empty = desired == 0 and owned > 0 and not scoped
     too_many = deletes > policy.max_deletes
     ratio = deletes / owned if owned else 0.0
-    too_large = deletes >= policy.ratio_min_deletes and ratio > policy.max_delete_ratio
+    too_large = (
+        not scoped and deletes >= policy.ratio_min_deletes and ratio > policy.max_delete_ratio
+    )
+    share = f"{deletes:,} deletes are {ratio:.0%} of {owned:,} owned"
+
+    if empty:
+        empty_msg = f"nothing is desired but {owned:,} owned indicators exist; {held}"
+    else:
+        empty_msg = not_evaluated if scoped else f"{desired:,} desired, {owned:,} owned"
+    if too_large:
+        ratio_msg = f"{share}, above max_delete_ratio {policy.max_delete_ratio:.0%}; {held}"
+    else:
+        ratio_msg = not_evaluated if scoped else f"{share} (limit {limit_text})"
+    verdict = "exceed" if too_many else "within"
+    many_msg = f"{deletes:,} deletes {verdict} max_deletes {policy.max_deletes:,}"
+    if too_many:
+        many_msg += f"; {held}"
+
     return [
-        Guard(
-            "empty_desired",
-            empty,
-            empty and not override,
-            0,
-            desired,
-            f"nothing is desired but {owned:,} owned indicators exist; {held} ({hint})"
-            if empty
-            else "desired set is not empty",
-        ),
+        Guard("empty_desired", empty, empty and not override, 0, desired, empty_msg),
         Guard(
             "max_deletes",
             too_many,
             too_many and not override,
             policy.max_deletes,
             deletes,
-            f"{deletes:,} deletes exceed max_deletes {policy.max_deletes:,}; {held} ({hint})"
-            if too_many
-            else f"{deletes:,} deletes within max_deletes {policy.max_deletes:,}",
+            many_msg,
         ),
         Guard(
             "max_delete_ratio",
@@ -713,10 +733,6 @@ def _guards(desired: int, owned: int, deletes: int, policy: PlanPolicy) -> list[
             too_large and not override,
             policy.max_delete_ratio,
             round(ratio, 4),
-            f"{deletes:,} deletes are {ratio:.0%} of {owned:,} owned, above max_delete_ratio "
-            f"{policy.max_delete_ratio:.0%}; {held} ({hint})"
-            if too_large
-            else f"{deletes:,} deletes are {ratio:.0%} of {owned:,} owned "
-            f"(limit {policy.max_delete_ratio:.0%} from {policy.ratio_min_deletes} deletes)",
+            ratio_msg,
         ),
     ]

@@ -228,10 +228,9 @@ def _text_guards(plan: Plan, paint: Callable[[str, str], str], width: int) -> li
     lines = ["Guards:"]
     for g in hit:
         mark = paint("1;31", "!") if g.blocked else paint("33", "!")
-        state = "" if g.blocked else " (overridden)"
         # Wrapped, never cut: the message names the override flag. Painted after wrapping so
         # a line break never splits an ANSI sequence.
-        wrapped = textwrap.wrap(f"{g.name}: {g.message}{state}", max(width - 4, 20))
+        wrapped = textwrap.wrap(f"{g.name}: {g.message}", max(width - 4, 20))
         lines.append(f"  {mark} {wrapped[0]}")
         lines += [f"    {rest}" for rest in wrapped[1:]]
     return [*lines, ""]

@@ -426,6 +426,17 @@ def test_replace_does_not_count_as_delete_for_guards() -> None:
     assert not plan.deletes_blocked
 
 
+def test_scoped_plan_skips_whole_set_guards() -> None:
+    # A stream event for a deleted indicator: the scope's desired side is empty.
+    current = many_owned(12)
+    plan = build_plan({}, current, scoped=True, policy=PlanPolicy(max_deletes=20))
+    assert plan.summary["delete"] == 12
+    assert not plan.deletes_blocked
+    assert "scoped" in guard(plan, "empty_desired").message
+    tight = build_plan({}, current, scoped=True, policy=PlanPolicy(max_deletes=5))
+    assert guard(tight, "max_deletes").blocked
+
+
 # -- incomplete read -----------------------------------------------------------------------
 
 
