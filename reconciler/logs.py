@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -184,7 +185,8 @@ def configure_logging(
     """Send every log record (loguru and stdlib ``logging``) to ``sink`` (default: stderr).
 
     ``level``: debug, info, warn(ing), error (any case). ``fmt``: ``text``, ``json`` or
-    ``auto`` (text when the sink is a terminal, JSON lines otherwise). ``secrets`` are masked
+    ``auto`` (text when the sink is a terminal, JSON lines otherwise); text is coloured on a
+    terminal unless ``NO_COLOR`` is set. ``secrets`` are masked
     in everything written; add more later with ``add_secret``. Replaces earlier loguru sinks.
     """
     global _level_no
@@ -207,7 +209,7 @@ def configure_logging(
         _RedactingStream(target),
         level=name,
         format=_format_json if as_json else _format_text,
-        colorize=tty and not as_json,
+        colorize=tty and not as_json and not os.environ.get("NO_COLOR"),
         backtrace=False,
         diagnose=False,  # diagnose prints local variables, which may hold secrets
         catch=True,
