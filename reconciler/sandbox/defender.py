@@ -27,6 +27,10 @@ Choices where Microsoft documents nothing (UNCONFIRMED in the reference), made o
   no nextLink; ``$orderby``/``$select``/``$count``/``$expand`` -> 400 ``ODataError``. String
   comparisons are case-sensitive; ``eq`` on rbacGroupNames/rbacGroupIds means "has the element".
 - Rate limits count per endpoint for the whole tenant; a refused call spends no budget.
+- Roles (``roles=``, captured in each token when issued): none of Ti.ReadWrite(.All) -> 403
+  ``Forbidden`` (Ti.Read.All may list); Ti.ReadWrite alone lists only the app's own indicators
+  and gets 403 when it updates or deletes another's. A token for the newer API host
+  (``https://api.security.microsoft.com/.default``) is issued but refused by the API with 403.
 """
 
 from __future__ import annotations
@@ -81,6 +85,12 @@ __all__ = [
 
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
 RESOURCE = "https://api.securitycenter.microsoft.com"
+# The newer API host is a valid Entra resource too, but its tokens are refused by the API with
+# 403 (reference §1, "token audience gotcha").
+OTHER_RESOURCE = "https://api.security.microsoft.com"
+READ_WRITE_ALL = "Ti.ReadWrite.All"
+READ_WRITE = "Ti.ReadWrite"
+READ_ALL = "Ti.Read.All"
 
 INDICATOR_TYPES = (
     "FileSha1",
@@ -874,12 +884,15 @@ class _Call:
     body: bytes
     route: _Route
     client_id: str | None = None
+    own_only: bool = False
 
 
 @dataclass
 class _Token:
     client_id: str
     expires_at: datetime
+    audience: str
+    roles: frozenset[str]
 
 
 def _route(method: str, path: str) -> _Route:
@@ -1059,6 +1072,7 @@ class DefenderEmulator:
         rate_limit_scale: float = 1.0,
         page_size: int = DEFAULT_PAGE_SIZE,
         scope: str = SCOPE,
+        roles: tuple[str, ...] = (READ_WRITE_ALL,),
     ) -> None:
         self.host = host
         self.port = port
@@ -1078,6 +1092,7 @@ class DefenderEmulator:
         self.batch_delete_atomic = batch_delete_atomic
         self.page_size = page_size
         self.scope = scope
+        self.roles = tuple(roles)
         self.cert_dir = Path(cert_dir) if cert_dir is not None else None
         self.ca_file = ""
         self.requests: list[RequestRecord] = []
@@ -1400,7 +1415,9 @@ class DefenderEmulator:
             return self._token(call)
         if endpoint not in API_ENDPOINTS:
             raise ApiError(404, "NotFound", f"No route for {call.method} {call.path}.")
-        call.client_id = self._authenticate(call.headers)
+        token = self._authenticate(call.headers)
+        call.client_id = token.client_id
+        self._authorize(token, call)
         if self.rate_limits:
             wait = self._limiter.admit(endpoint, self.clock.monotonic(), self.rate_limit_scale)
             if wait is not None:
@@ -1534,18 +1551,21 @@ class DefenderEmulator:
                 "the client secret value, not the client secret ID, for a secret added to app "
                 f"'{client_id}'.",
             )
+        resources = (self._resource(), OTHER_RESOURCE)
         if call.route.version == "v1":
-            resource = form.get("resource", "")
-            if resource.rstrip("/") != self.scope.removesuffix("/.default"):
+            audience = form.get("resource", "").rstrip("/")
+            if audience not in resources:
                 raise AadError(
                     400,
                     "invalid_resource",
                     500011,
-                    f"The resource principal named {resource} was not found in the tenant.",
+                    f"The resource principal named {audience} was not found in the tenant.",
                 )
         else:
             requested = set(form.get("scope", "").split()) - {"openid", "profile", "offline_access"}
-            if requested != {self.scope}:
+            only = next(iter(requested)) if len(requested) == 1 else ""
+            audience = only.removesuffix("/.default") if only.endswith("/.default") else ""
+            if audience not in resources:
                 raise AadError(
                     400,
                     "invalid_scope",
@@ -1553,14 +1573,20 @@ class DefenderEmulator:
                     f"The provided request must include a 'scope' input parameter. The provided "
                     f"value for the input parameter 'scope' is not valid: '{form.get('scope')}'.",
                 )
-        return self._issue_token(client_id, call.route.version)
+        return self._issue_token(client_id, call.route.version, audience)
 
-    def _issue_token(self, client_id: str, version: str) -> _Response:
+    def _resource(self) -> str:
+        return self.scope.removesuffix("/.default")
+
+    def _issue_token(self, client_id: str, version: str, audience: str) -> _Response:
         now = self.clock.now()
         lifetime = int(self.token_lifetime)
         token = "emu." + secrets.token_urlsafe(32)
+        expires_at = now + timedelta(seconds=lifetime)
+        # Like a JWT, the token carries the roles granted when it was issued.
+        record = _Token(client_id, expires_at, audience, frozenset(self.roles))
         with self._lock:
-            self._tokens[token] = _Token(client_id, now + timedelta(seconds=lifetime))
+            self._tokens[token] = record
         payload: dict[str, Any]
         if version == "v1":
             payload = {
@@ -1569,7 +1595,7 @@ class DefenderEmulator:
                 "ext_expires_in": str(lifetime),
                 "expires_on": str(int((now + timedelta(seconds=lifetime)).timestamp())),
                 "not_before": str(int(now.timestamp())),
-                "resource": self.scope.removesuffix("/.default"),
+                "resource": audience,
                 "access_token": token,
             }
         else:
@@ -1601,7 +1627,7 @@ class DefenderEmulator:
 
     # ---------------------------------------------------------------- API
 
-    def _authenticate(self, headers: Mapping[str, str]) -> str:
+    def _authenticate(self, headers: Mapping[str, str]) -> _Token:
         scheme, _, token = (headers.get("authorization") or "").partition(" ")
         token = token.strip()
         challenge = (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
@@ -1618,7 +1644,38 @@ class DefenderEmulator:
             raise ApiError(401, "Unauthorized", "The access token is invalid.", challenge)
         if self.clock.now() >= record.expires_at:
             raise ApiError(401, "Unauthorized", "The access token has expired.", challenge)
-        return record.client_id
+        return record
+
+    def _authorize(self, token: _Token, call: _Call) -> None:
+        """403 for a wrong audience or missing roles; Ti.ReadWrite alone sees only its own."""
+        if token.audience != self._resource():
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"The access token audience '{token.audience}' is not valid for this API; "
+                f"request a token for {self._resource()}.",
+            )
+        wanted = {READ_WRITE, READ_WRITE_ALL}
+        if call.route.endpoint == "list":
+            wanted.add(READ_ALL)
+        if not token.roles & wanted:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"Missing application roles. API required roles: {','.join(sorted(wanted))}, "
+                f"application roles: {','.join(sorted(token.roles))}.",
+            )
+        broad = {READ_WRITE_ALL, READ_ALL} if call.route.endpoint == "list" else {READ_WRITE_ALL}
+        call.own_only = not token.roles & broad
+
+    def _check_owner(self, row: Mapping[str, Any], call: _Call) -> None:
+        if call.own_only and row.get("createdBy") != call.client_id:
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"Indicator {row.get('id')} was not created by this application; "
+                f"{READ_WRITE} only allows managing its own indicators.",
+            )
 
     def _api_error(self, exc: ApiError) -> _Response:
         payload = {"error": {"code": exc.code, "message": exc.message, "target": str(uuid.uuid4())}}
@@ -1644,6 +1701,8 @@ class DefenderEmulator:
         with self._lock:
             self._store.purge(self.clock.now())
             rows = list(self._store.rows.values())
+        if call.own_only:
+            rows = [row for row in rows if row.get("createdBy") == call.client_id]
         if predicate is not None:
             rows = [row for row in rows if predicate(row)]
         limit = top if top is not None else self.page_size
@@ -1658,13 +1717,15 @@ class DefenderEmulator:
             payload["@odata.nextLink"] = f"{self.url}/api/indicators?{query}"
         return self._json(payload)
 
-    def _upsert(self, spec: Mapping[str, Any], client_id: str) -> RawIndicator:
+    def _upsert(self, spec: Mapping[str, Any], call: _Call) -> RawIndicator:
         """Create or update by the upsert key; the caller holds the lock and has purged."""
         store = self._store
+        client_id = call.client_id or ""
         stamp = format_timestamp(self.clock.now())
         existing = store.by_key.get(store.key(spec))
         if existing is not None:
             old = store.rows[existing]
+            self._check_owner(old, call)
             fresh = _new_row(spec, existing, client_id, self.app_name, stamp)
             row = {
                 name: old[name] if name in _KEPT_ON_UPDATE else fresh[name] for name in FIELD_ORDER
@@ -1693,10 +1754,9 @@ class DefenderEmulator:
 
     def _submit(self, call: _Call) -> _Response:
         spec = self._validate(_json_body(call.body))
-        assert call.client_id is not None
         with self._lock:
             self._store.purge(self.clock.now())
-            row = self._upsert(spec, call.client_id)
+            row = self._upsert(spec, call)
         return self._json({"@odata.context": f"{self.url}/api/$metadata#Indicators/$entity", **row})
 
     def _wrapped_list(self, body: Any, wrapper: str) -> list[Any]:
@@ -1724,13 +1784,12 @@ class DefenderEmulator:
 
     def _import(self, call: _Call) -> _Response:
         items = self._wrapped_list(_json_body(call.body), "Indicators")
-        assert call.client_id is not None
         results = []
         with self._lock:
             self._store.purge(self.clock.now())
             for item in items:
                 try:
-                    row = self._upsert(self._validate(item), call.client_id)
+                    row = self._upsert(self._validate(item), call)
                 except ApiError as exc:
                     value = item.get("indicatorValue") if isinstance(item, dict) else None
                     results.append(
@@ -1756,7 +1815,10 @@ class DefenderEmulator:
         ident = call.route.ident or ""
         with self._lock:
             self._store.purge(self.clock.now())
-            found = ident.isdigit() and self._store.remove(int(ident))
+            row = self._store.rows.get(int(ident)) if ident.isdigit() else None
+            if row is not None:
+                self._check_owner(row, call)
+            found = row is not None and self._store.remove(int(ident))
         if not found:
             raise ApiError(404, "NotFound", f"Indicator with id '{ident}' was not found.")
         return _Response(204, b"", _api_headers()[1:])
@@ -1775,6 +1837,9 @@ class DefenderEmulator:
         with self._lock:
             self._store.purge(self.clock.now())
             missing = [ident for ident in ids if ident not in self._store.rows]
+            for ident in ids:
+                if ident in self._store.rows:
+                    self._check_owner(self._store.rows[ident], call)
             if not missing or not self.batch_delete_atomic:
                 for ident in ids:
                     self._store.remove(ident)

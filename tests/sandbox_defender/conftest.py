@@ -65,6 +65,7 @@ def emu(server: DefenderEmulator, clock: ManualClock) -> DefenderEmulator:
     server.batch_delete_atomic = True
     server.page_size = 10_000
     server.token_lifetime = 3599
+    server.roles = ("Ti.ReadWrite.All",)
     return server
 
 

@@ -57,7 +57,8 @@ def ids(api: httpx.Client, **params: Any) -> list[str]:
         ("action eq 'Warn' or indicatorType eq 'Url'", ["2", "4"]),
         ("not (application eq 'opencti')", ["3", "5"]),
         (
-            "(indicatorType eq 'Url' or indicatorType eq 'DomainName') and application eq 'opencti'",
+            "(indicatorType eq 'Url' or indicatorType eq 'DomainName') "
+            "and application eq 'opencti'",
             ["4"],
         ),
         ("title eq 'O''Brien hash'", ["1"]),

@@ -199,3 +199,51 @@ def test_created_by_comes_from_the_token(
     row = api.post("/api/indicators", json=body()).json()
     assert row["createdBy"] == emu.client_id
     assert emu.requests[-1].client_id == emu.client_id
+
+
+def _bearer(http: httpx.Client, emu: DefenderEmulator, scope: str | None = None) -> dict[str, str]:
+    form = token_form(emu, scope=scope or emu.scope)
+    token = http.post(f"/{emu.tenant_id}/oauth2/v2.0/token", data=form).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_token_for_the_new_api_host_is_refused_by_the_api(
+    emu: DefenderEmulator, http: httpx.Client
+) -> None:
+    headers = _bearer(http, emu, "https://api.security.microsoft.com/.default")
+    response = http.get("/api/indicators", headers=headers)
+    assert response.status_code == 403
+    assert "audience" in response.json()["error"]["message"]
+
+
+def test_missing_roles_is_forbidden(emu: DefenderEmulator, http: httpx.Client) -> None:
+    emu.roles = ("Machine.Read.All",)
+    response = http.get("/api/indicators", headers=_bearer(http, emu))
+    assert response.status_code == 403
+    assert response.json()["error"]["message"].startswith("Missing application roles.")
+
+
+def test_read_all_may_list_but_not_write(
+    emu: DefenderEmulator, http: httpx.Client, body: Callable[..., dict[str, Any]]
+) -> None:
+    emu.roles = ("Ti.Read.All",)
+    headers = _bearer(http, emu)
+    assert http.get("/api/indicators", headers=headers).status_code == 200
+    assert http.post("/api/indicators", json=body(), headers=headers).status_code == 403
+
+
+def test_read_write_sees_and_changes_only_its_own(
+    emu: DefenderEmulator, http: httpx.Client, body: Callable[..., dict[str, Any]]
+) -> None:
+    portal = emu.add_indicator(indicatorType="FileSha1", indicatorValue="a" * 40, action="Block")
+    emu.roles = ("Ti.ReadWrite",)
+    headers = _bearer(http, emu)
+    own = http.post("/api/indicators", json=body(indicatorValue="b" * 40), headers=headers).json()
+    listed = http.get("/api/indicators", headers=headers).json()["value"]
+    assert [row["id"] for row in listed] == [own["id"]]
+    assert http.post("/api/indicators", json=body(), headers=headers).status_code == 403
+    assert http.delete(f"/api/indicators/{portal['id']}", headers=headers).status_code == 403
+    batch = {"IndicatorIds": [own["id"], portal["id"]]}
+    assert http.post("/api/indicators/BatchDelete", json=batch, headers=headers).status_code == 403
+    assert len(emu.indicators()) == 2
+    assert http.delete(f"/api/indicators/{own['id']}", headers=headers).status_code == 204
