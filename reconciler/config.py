@@ -48,6 +48,7 @@ __all__ = [
     "ReconcilerSection",
     "Settings",
     "load_settings",
+    "settings_reference",
 ]
 
 #: Read when ``load_settings`` gets no path and the file exists in the working directory.
@@ -518,6 +519,29 @@ ENV_VARS: dict[str, str] = {
 REQUIRED_KEYS: tuple[str, ...] = tuple(k for k in ENV_VARS if _extra(*k.split(".", 1))["required"])
 #: Keys holding secrets: never shown, masked in ``redacted()``, fed to the log redaction.
 SECRET_KEYS: tuple[str, ...] = tuple(k for k in ENV_VARS if _extra(*k.split(".", 1))["secret"])
+
+
+def settings_reference() -> list[dict[str, Any]]:
+    """One row per key, in declaration order, for the README table and the Helm chart:
+    key, env, default (None when required or unset), required, secret, accepted, description."""
+    rows: list[dict[str, Any]] = []
+    for dotted, env_var in ENV_VARS.items():
+        section, key = dotted.split(".", 1)
+        field = _SECTIONS[section].model_fields[key]
+        extra = _extra(section, key)
+        default = field.default
+        rows.append(
+            {
+                "key": dotted,
+                "env": env_var,
+                "default": list(default) if isinstance(default, tuple) else default,
+                "required": bool(extra["required"]),
+                "secret": bool(extra["secret"]),
+                "accepted": str(extra["accepted"]),
+                "description": field.description or "",
+            }
+        )
+    return rows
 
 
 class Settings(BaseModel):

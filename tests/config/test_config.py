@@ -14,6 +14,7 @@ from reconciler.config import (
     SECRET_KEYS,
     Settings,
     load_settings,
+    settings_reference,
 )
 from reconciler.errors import ConfigError
 from reconciler.model import Action
@@ -263,6 +264,15 @@ def test_every_field_is_described_with_its_env_var() -> None:
         section, key = dotted.split(".")
         field = type(getattr(Settings(), section)).model_fields[key]
         assert field.description and env_var in field.description, dotted
+
+
+def test_settings_reference_rows() -> None:
+    rows = {row["key"]: row for row in settings_reference()}
+    assert list(rows) == list(ENV_VARS)
+    assert rows["reconciler.quota"]["default"] == 15000
+    assert rows["reconciler.ignore_fields"]["default"] == []
+    assert rows["opencti.token"]["required"] and rows["opencti.token"]["secret"]
+    assert rows["connector.log_level"]["env"] == "CONNECTOR_LOG_LEVEL"
 
 
 # -- precedence: override > env > file > default ------------------------------------------------
