@@ -148,7 +148,15 @@ class Change:
 
     def sort_key(self) -> tuple[Any, ...]:
         t, v = (self.key.type.value, self.key.value) if self.key else ("", "")
-        return (_ORDER[self.action], t, v, _id_order(self.defender_id), self.opencti_ids)
+        return (
+            _ORDER[self.action],
+            t,
+            v,
+            _id_order(self.defender_id),
+            self.opencti_ids,
+            self.reason,
+            self.detail,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
