@@ -215,10 +215,7 @@ def apply(
         else:
             sys.stdout.write("\n" + result.summary() + "\n")
             for f in result.failures[:50]:
-                sys.stdout.write(
-                    f"  ! {f.change.action.value} {f.change.key.type.value} "
-                    f"{f.change.key.value}: {f.reason}\n"
-                )
+                sys.stdout.write(f"  ! {f.change.action.value} {f.change.key}: {f.reason}\n")
             if len(result.failures) > 50:
                 sys.stdout.write(f"  ... {len(result.failures) - 50} more failures\n")
         sys.stdout.flush()
@@ -280,7 +277,8 @@ def version() -> None:
 
 
 @sandbox_app.command(
-    "defender", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    "defender",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
 )
 def sandbox_defender(ctx: typer.Context) -> None:
@@ -291,7 +289,8 @@ def sandbox_defender(ctx: typer.Context) -> None:
 
 
 @sandbox_app.command(
-    "opencti", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    "opencti",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
 )
 def sandbox_opencti(ctx: typer.Context) -> None:

@@ -99,9 +99,7 @@ class Controller:
             start = time.monotonic()
             try:
                 rows = self.engine.source.list_indicators()
-                parsed: list[OpenCTIIndicator | Skipped] = [
-                    indicator_from_graphql(r) for r in rows
-                ]
+                parsed: list[OpenCTIIndicator | Skipped] = [indicator_from_graphql(r) for r in rows]
                 desired = self.index.replace_all(parsed, now=self.clock.now())
                 actual = self.engine.read_actual()
                 self._actual_cache = actual
@@ -309,7 +307,9 @@ class Controller:
         self.http = server
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         actual_port = int(server.server_address[1])
-        logger.info("health and metrics on http://{}:{}/ (healthz, readyz, metrics)", host, actual_port)
+        logger.info(
+            "health and metrics on http://{}:{}/ (healthz, readyz, metrics)", host, actual_port
+        )
         return actual_port
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -385,7 +385,9 @@ def run_controller(settings: Any) -> int:
         store: Any = (
             FileStore(state_path)
             if state_path
-            else OpenCTIConnectorStore.from_settings(settings)
+            else OpenCTIConnectorStore(
+                octi.url, token, conn.id, connector_name=conn.name, ssl_verify=octi.ssl_verify
+            )
         )
         controller.consumer = StreamConsumer(
             octi.url,

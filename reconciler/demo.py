@@ -63,7 +63,9 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
 
     clock = SystemClock()
     with DefenderEmulator() as defender, OpenCTIEmulator() as opencti:
-        opencti.load(generate_indicators(count, seed=seed))
+        # The dataset's dates are relative to `today` so that most indicators are live now.
+        today = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        opencti.load(generate_indicators(count, seed=seed, now=today))
         settings = demo_settings(defender, opencti)
         configure_logging("warning", "text", secrets=settings.secrets())
         out.write(
@@ -89,9 +91,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
             ok &= plan.is_empty
 
             _heading(out, "4. drift: edits in the Defender portal and in OpenCTI", color)
-            owned = [
-                r for r in defender.indicators() if r.get("application") == "opencti"
-            ]
+            owned = [r for r in defender.indicators() if r.get("application") == "opencti"]
             owned.sort(key=lambda r: int(r["id"]))
             a, b, c = owned[0], owned[1], owned[2]
             defender.update_indicator(a["id"], severity="Informational", title="edited in portal")
@@ -121,7 +121,8 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
             out.write(
                 f"  SOC team added their own {soc['indicatorValue']} (Allowed): never touched\n"
             )
-            revoked_id = _revoke_one(opencti)
+            deployed = {str(r.get("externalId")) for r in owned[3:]}
+            revoked_id = _revoke_one(opencti, deployed)
             out.write(f"  OpenCTI: indicator {revoked_id} revoked\n")
 
             _heading(out, "5. reconciler plan (shows exactly that drift)", color)
@@ -150,13 +151,11 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
         return 0 if ok else 1
 
 
-def _revoke_one(opencti: Any) -> str:
-    """Revoke the first live, deployable IPv4 indicator of the fake OpenCTI; return its id."""
-    for rec in opencti.indicators():
-        if rec.get("revoked"):
-            continue
+def _revoke_one(opencti: Any, deployed: set[str]) -> str:
+    """Revoke one deployed, single-value indicator of the fake OpenCTI; return its id."""
+    for rec in sorted(opencti.indicators(), key=lambda r: str(r["id"])):
         pattern = str(rec.get("pattern", ""))
-        if pattern.startswith("[ipv4-addr:value = ") and " OR " not in pattern:
+        if rec["id"] in deployed and " OR " not in pattern and not rec.get("revoked"):
             opencti.revoke_indicator(rec["id"])
             return str(rec["id"])
     raise RuntimeError("no indicator to revoke in the demo dataset")

@@ -96,7 +96,12 @@ class Engine:
 
     @classmethod
     def from_settings(
-        cls, cfg: Any, *, source: DesiredSource, defender: DefenderReader, clock: Clock | None = None
+        cls,
+        cfg: Any,
+        *,
+        source: DesiredSource,
+        defender: DefenderReader,
+        clock: Clock | None = None,
     ) -> Engine:
         mdi = cfg.microsoft_defender_intel
         return cls(

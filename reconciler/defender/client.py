@@ -411,6 +411,18 @@ class DefenderClient:
             )
         return link
 
+    def probe_token(self) -> None:
+        """Acquire a token now (``reconciler check``); raises ``AuthError`` with the reason."""
+        provider = self._owned_provider
+        if provider is not None:
+            provider.token(force=False)
+
+    def probe_list(self) -> int:
+        """Read at most one indicator (``reconciler check``: proves the list permission)."""
+        response = self._request("list", "GET", self.resource_url, params={"$top": 1})
+        page, _ = self._page(response)
+        return len(page)
+
     def list_owned(
         self, tags: Sequence[str], *, page_size: int = MAX_PAGE_SIZE
     ) -> list[DefenderIndicator]:
