@@ -453,7 +453,8 @@ def _after(
     body = desired.to_body()
     if owned_before is None:
         return body
-    for name in ignore:
+    # MANAGED_FIELDS order, not the set's: the body's key order shows in the JSON report.
+    for name in (f for f in MANAGED_FIELDS if f in ignore):
         value = owned_before.get(name)
         if value is not None:
             body[name] = value
