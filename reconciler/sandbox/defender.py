@@ -974,7 +974,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.trace("defender emulator: " + format, *args)
+        logger.trace("defender emulator: {}", format % args)
 
     def do_GET(self) -> None:
         self._serve("GET")
@@ -1299,7 +1299,6 @@ class DefenderEmulator:
         self.clear()
         with self._lock:
             self._store.next_id = 1
-        with self._lock:
             self._tokens.clear()
         with self._fault_lock:
             self._forced.clear()
@@ -1363,13 +1362,16 @@ class DefenderEmulator:
             queue = self._forced.get(endpoint)
             forced = queue.popleft() if queue else None
             faults = self._faults
-            draw = self._rng.random() if endpoint in faults.endpoints else None
+            applies = forced is None and endpoint in faults.endpoints
+            chance = faults.p_drop + faults.p429 + faults.p500 + faults.p503
+            # Draw only when a fault is possible, so the sequence depends on matching calls only.
+            draw = self._rng.random() if applies and chance > 0 else None
         if forced is not None:
             return self._fault(endpoint, *forced)
+        if applies and faults.latency > 0:
+            time.sleep(faults.latency)
         if draw is None:
             return None
-        if faults.latency > 0:
-            time.sleep(faults.latency)
         edge = 0.0
         for status, chance in (
             (0, faults.p_drop),
@@ -1948,10 +1950,10 @@ def describe(emulator: DefenderEmulator) -> str:
 
 
 def serve_forever(
-    *,
-    host: str = "127.0.0.1",
     port: int = 8443,
     tls: bool = True,
+    *,
+    host: str = "127.0.0.1",
     seed: int = 0,
     token_lifetime: int = 3599,
     rate_limits: bool = True,

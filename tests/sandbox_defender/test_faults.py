@@ -254,3 +254,31 @@ def test_main_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exited.value.code == 0
     assert "--no-rate-limits" in capsys.readouterr().out
+
+
+def test_failed_tls_handshake_does_not_hurt_the_server(
+    emu: DefenderEmulator, api: httpx.Client
+) -> None:
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{emu.port}/api/indicators", timeout=5)  # plain HTTP to TLS
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{emu.url}/api/indicators", timeout=5)  # CA not trusted
+    assert api.get("/api/indicators").status_code == 200
+
+
+def test_connection_close_is_honoured(emu: DefenderEmulator, api: httpx.Client) -> None:
+    response = api.get("/api/indicators", headers={"Connection": "close"})
+    assert response.status_code == 200
+    assert response.headers["connection"] == "close"
+    assert api.get("/api/indicators").status_code == 200
+
+
+def test_latency_applies_to_named_endpoints_only(emu: DefenderEmulator, api: httpx.Client) -> None:
+    emu.set_faults(latency=0.02, endpoints=["list"])
+    started = time.perf_counter()
+    assert api.get("/api/indicators").status_code == 200
+    assert time.perf_counter() - started >= 0.02
+    emu.set_faults(latency=5.0, endpoints=["submit"])
+    started = time.perf_counter()
+    api.get("/api/indicators")
+    assert time.perf_counter() - started < 1
