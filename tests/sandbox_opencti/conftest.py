@@ -1,0 +1,108 @@
+"""Fixtures for the fake OpenCTI: emulators, and pycti's real stream helper tamed for tests.
+
+pycti's ``OpenCTIConnectorHelper`` installs a process-wide ``sys.excepthook`` that SIGTERMs the
+process whenever its stream threads stop (reference §2.6). ``stream_helpers`` neutralises it
+after each construction and restores the original hook once every pycti thread is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from reconciler.sandbox.opencti import OpenCTIEmulator
+
+TOKEN = "fake-opencti-token"
+WAIT = 10.0  # seconds; generous upper bound, tests wake on events long before
+
+
+class Received:
+    """Stream messages handed to the pycti callback, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, msg: Any) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[Any]], bool], timeout: float = WAIT) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: predicate(self.messages), timeout):
+                seen = [(m.event, m.id) for m in self.messages]
+                raise AssertionError(f"condition not met in {timeout}s; received {seen}")
+
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._cond:
+            return [(m.event, json.loads(m.data)) for m in self.messages]
+
+
+class StreamHelpers:
+    """Builds real pycti stream helpers against an emulator and stops them cleanly."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[Any, Any]] = []
+
+    def listen(self, emu: OpenCTIEmulator, *, listen_delete: bool = True) -> tuple[Any, Received]:
+        from pycti import OpenCTIConnectorHelper
+
+        config = {
+            "opencti": {"url": emu.url, "token": emu.token, "json_logging": False},
+            "connector": {
+                "id": str(uuid.uuid4()),
+                "type": "STREAM",
+                "name": "reconciler-test",
+                "scope": "indicator",
+                "log_level": "error",
+                "live_stream_id": emu.stream_id,
+                "live_stream_listen_delete": listen_delete,
+                "live_stream_no_dependencies": True,
+            },
+        }
+        helper = OpenCTIConnectorHelper(config)
+        sys.excepthook = lambda *args: None  # pycti's hook would SIGTERM us on stop
+        received = Received()
+        thread = helper.listen_stream(received)
+        self.running.append((helper, thread))
+        return helper, received
+
+    def stop_all(self) -> None:
+        for helper, thread in self.running:
+            thread.stop()  # noticed at the next message (heartbeats come every 0.2 s)
+            thread.join(timeout=WAIT)
+            helper.ping.stop()
+        self.running.clear()
+
+
+@pytest.fixture(scope="module")
+def _pycti_hook_guard() -> Iterator[None]:
+    original = sys.excepthook
+    yield
+    # StreamAlive watchdogs sleep 5 s between checks, then call sys.excepthook: wait for them.
+    # A ListenStream that died (server gone) leaves its watchdog running: stop those too.
+    for thread in threading.enumerate():
+        if type(thread).__name__ in ("StreamAlive", "ListenStream", "PingAlive"):
+            thread.stop()  # type: ignore[attr-defined]
+            thread.join(timeout=15)
+    sys.excepthook = original
+
+
+@pytest.fixture
+def stream_helpers(_pycti_hook_guard: None) -> Iterator[StreamHelpers]:
+    helpers = StreamHelpers()
+    yield helpers
+    helpers.stop_all()
+
+
+@pytest.fixture
+def emulator() -> Iterator[OpenCTIEmulator]:
+    with OpenCTIEmulator(token=TOKEN, heartbeat_interval=0.2, retry_ms=100) as emu:
+        yield emu
