@@ -175,8 +175,7 @@ def _text_block(change: Change, paint: Callable[[str, str], str], width: int) ->
     key = _clip(_key_text(change), width - len(head) - 6)
     lines = [f"  # {key} {head}"]
 
-    body = change.after if action in (ChangeAction.CREATE, ChangeAction.UPDATE) else None
-    body = body or change.before or change.after or {}
+    body = change.after or change.before or {}  # what will be there, else what goes
     if action is ChangeAction.REPLACE:
         old = (change.before or {}).get("action")
         new = (change.after or {}).get("action")

@@ -93,6 +93,14 @@ def test_text_no_changes() -> None:
     assert "Guards" not in text
 
 
+def test_text_incomplete_read() -> None:
+    text = render_text(incomplete_plan())
+    assert text.startswith("OpenCTI → Defender plan (INCOMPLETE read: nothing destructive planned")
+    assert "  ! incomplete_read: a listing failed or was truncated" in text
+    assert " will be deleted" not in text
+    assert " will be created" in text
+
+
 def test_text_color_only_when_asked(sample_plan: Plan) -> None:
     plain = render_text(sample_plan, color=False)
     colored = render_text(sample_plan, color=True)
