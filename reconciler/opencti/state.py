@@ -213,6 +213,7 @@ class OpenCTIConnectorStore:
                         log_level="error",
                         ssl_verify=self._ssl_verify,
                         requests_timeout=self._timeout,
+                        perform_health_check=False,  # registerConnector checks as much
                     )
             except Exception as exc:
                 raise self._error("cannot reach OpenCTI", exc) from exc

@@ -223,8 +223,16 @@ class StreamConsumer:
     """Consumes an OpenCTI live stream in background threads until ``stop()``.
 
     ``on_events`` receives lists of indicator ``StreamEvent`` in stream order, from the worker
-    thread. ``on_status(kind, info)`` (kinds: connected, disconnected, event, heartbeat, error)
-    feeds metrics; it must be quick and is never allowed to break the consumer.
+    thread; it should be idempotent (events can repeat after a restart). ``on_status(kind,
+    info)`` feeds metrics, is called from either thread, must be quick, and can never break the
+    consumer. Kinds and their ``info``:
+
+    - ``connected`` ``{position}`` (the ``Last-Event-ID`` sent); ``disconnected`` ``{position}``;
+    - ``event`` ``{id, event, type, indicator, lag}`` for every object event (lag in seconds =
+      now - the id's timestamp); ``heartbeat`` ``{id, lag}``;
+    - ``error`` ``{kind, ...}`` with kind ``connection`` (+ ``error`` class name), ``http``
+      (+ ``status``), ``heartbeat_timeout``, ``malformed`` (+ ``id``, ``event``), ``handler``
+      (+ ``attempt``, ``error``), ``state`` (store failed), ``internal``.
     """
 
     def __init__(
@@ -465,7 +473,7 @@ class StreamConsumer:
                 self._response = None
             if self._connected:
                 self._connected = False
-                self._status("disconnected", {})
+                self._status("disconnected", {"position": self._read_pos})
         if self._stop.is_set():
             raise _Stopped
         return healthy

@@ -166,3 +166,13 @@ def test_a_failing_store_never_stops_the_stream(
     consumer.stop(timeout=5)
     assert store.attempts >= 2
     assert consumer.position == "11-0"
+
+
+def test_silent_stream_is_dropped_after_the_heartbeat_timeout(
+    scripted: Callable[..., Any], make_consumer: MakeConsumer, collector: Any
+) -> None:
+    server = scripted((200, sse("heartbeat", '""', "20-0"), True))  # then silence
+    make_consumer(server.url, heartbeat_timeout=0.3)
+    server.wait_requests(2)
+    assert collector.count("error", kind="connection", error="ReadTimeout") >= 1
+    assert server.requests[1]["headers"]["last-event-id"] == "20-0"
