@@ -1046,7 +1046,20 @@ class DefenderEmulator:
     """A local Defender for Endpoint tenant: login + Indicators API on one HTTPS port.
 
     Use as a context manager or call ``start()``/``stop()``. Every knob below is a plain
-    attribute that may be changed while the server runs.
+    attribute that may be changed while the server runs. MSAL (reference §3.1 pattern A)::
+
+        with DefenderEmulator() as emu:
+            app = msal.ConfidentialClientApplication(
+                emu.client_id, client_credential=emu.client_secret,
+                authority=f"{emu.login_url}/{emu.tenant_id}", instance_discovery=False,
+                http_client=session_that_verifies_with(emu.ca_file))
+            token = app.acquire_token_for_client(scopes=[emu.scope])["access_token"]
+            httpx.get(f"{emu.url}/api/indicators", verify=emu.ca_file,
+                      headers={"Authorization": f"Bearer {token}"})
+
+    ``rate_limit_scale`` multiplies every §7.6 limit (0.1 -> import allows 3 calls a minute);
+    ``page_size`` is the page used without ``$top``; ``public_ips_only``, ``roles`` and
+    ``batch_delete_atomic`` select the UNCONFIRMED behaviours listed in the module docstring.
     """
 
     def __init__(

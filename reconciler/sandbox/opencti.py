@@ -1031,18 +1031,18 @@ class OpenCTIEmulator:
         ) != "false"
         with self._cond:
             head = self._head
+            connected = {
+                "lastEventId": f"{head[0]}-{head[1]}",
+                "firstEventId": self._events[0].id if self._events else "0-0",
+                "streamSize": len(self._events),
+                "connectionId": str(uuid.uuid4()),
+            }
         if position is None:
             position = head  # no position: live only, from now
         write = handler.wfile.write
         intro = ""
         if self.retry_ms:
             intro += f"retry: {self.retry_ms}\n"
-        connected = {
-            "lastEventId": f"{head[0]}-{head[1]}",
-            "firstEventId": self._events[0].id if self._events else "0-0",
-            "streamSize": len(self._events),
-            "connectionId": str(uuid.uuid4()),
-        }
         write((intro + _sse(None, "connected", json.dumps(connected))).encode())
         handler.wfile.flush()
         if recover_text:
@@ -1263,7 +1263,7 @@ class _Handler(BaseHTTPRequestHandler):
 def _config_snippet(emu: OpenCTIEmulator) -> Iterator[str]:
     yield "opencti:"
     yield f"  url: {emu.url}"
-    yield "  token: <the --token value>"
+    yield f"  token: {emu.token}  # sandbox token, not a secret"
     yield "connector:"
     yield f"  live_stream_id: {emu.stream_id}"
 
