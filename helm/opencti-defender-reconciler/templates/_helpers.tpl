@@ -57,8 +57,10 @@ app.kubernetes.io/part-of: opencti-defender-reconciler
 {{- default (include "reconciler.fullname" .) .Values.existingSecret }}
 {{- end }}
 
-{{- define "reconciler.configDir" -}}/etc/reconciler{{- end }}
-{{- define "reconciler.configPath" -}}/etc/reconciler/config.yml{{- end }}
+{{/* Sibling directories: a volume mounted inside a read-only ConfigMap volume cannot get its
+mount point created, so the config and the CA bundle never nest. */}}
+{{- define "reconciler.configDir" -}}/etc/reconciler/config{{- end }}
+{{- define "reconciler.configPath" -}}/etc/reconciler/config/config.yml{{- end }}
 {{- define "reconciler.caDir" -}}/etc/reconciler/ca{{- end }}
 
 {{- define "reconciler.caBundleEnabled" -}}
@@ -74,9 +76,13 @@ app.kubernetes.io/part-of: opencti-defender-reconciler
 {{- toYaml $config }}
 {{- end }}
 
-{{/* Directory of reconciler.state_path, mounted writable when the path is set. */}}
+{{/* Directory of reconciler.state_path, mounted writable when the path is set and not already
+inside the writable /tmp. */}}
 {{- define "reconciler.stateDir" -}}
-{{- with .Values.config.reconciler.state_path }}{{ dir . }}{{ end }}
+{{- with .Values.config.reconciler.state_path }}
+{{- $dir := dir . }}
+{{- if not (or (eq $dir "/tmp") (hasPrefix "/tmp/" $dir)) }}{{ $dir }}{{ end }}
+{{- end }}
 {{- end }}
 
 {{/* Env shared by the controller and the plan CronJob: config path, secrets, extras. */}}
