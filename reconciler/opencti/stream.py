@@ -342,9 +342,14 @@ class StreamConsumer:
             self._cond.notify_all()
         self._abort_response()
         for thread in (self._reader, self._worker):
-            if thread is not None:
+            # stop() may be called from on_events itself (the worker): never join oneself.
+            if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in (self._reader, self._worker) if t is not None and t.is_alive()]
+        alive = [
+            t.name
+            for t in (self._reader, self._worker)
+            if t is not None and t.is_alive() and t is not threading.current_thread()
+        ]
         if alive:
             logger.warning("stream consumer: {} still busy after {} s", ", ".join(alive), timeout)
         else:

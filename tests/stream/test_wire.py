@@ -5,6 +5,7 @@ backoff growth, and a failing position store."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -176,3 +177,25 @@ def test_silent_stream_is_dropped_after_the_heartbeat_timeout(
     server.wait_requests(2)
     assert collector.count("error", kind="connection", error="ReadTimeout") >= 1
     assert server.requests[1]["headers"]["last-event-id"] == "20-0"
+
+
+def test_stop_from_inside_the_handler_does_not_deadlock(
+    scripted: Callable[..., Any], make_consumer: MakeConsumer
+) -> None:
+    body = sse("create", {"data": indicator("a")}, "30-0") + sse("heartbeat", '""', "31-0")
+    server = scripted((200, body, True))
+    store = MemoryStore()
+    done = threading.Event()
+    holder: list[StreamConsumer] = []
+
+    def on_events(batch: list[Any]) -> None:
+        holder[0].stop(timeout=2)
+        done.set()
+
+    holder.append(make_consumer(server.url, state=store, on_events=on_events, start=False))
+    holder[0].start()
+    assert done.wait(5)
+    holder[0].stop(timeout=5)  # idempotent: here it just joins the threads
+    assert store.flushes >= 1
+    assert store.saved[-1] == "31-0"  # the batch returned: its position is kept
+    assert not holder[0].connected
