@@ -59,6 +59,7 @@ from reconciler.model import (
 )
 
 __all__ = [
+    "ACTION_ORDER",
     "FORMAT_VERSION",
     "IGNORABLE_FIELDS",
     "OVERRIDE_FLAG",
