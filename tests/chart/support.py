@@ -17,6 +17,23 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
+__all__ = [
+    "ALL_ENABLED",
+    "CHART_DIR",
+    "FULLNAME",
+    "KUBE_VERSIONS",
+    "NAMESPACE",
+    "RELEASE",
+    "ROOT",
+    "VALUE_SETS",
+    "ChartRenderer",
+    "Rendered",
+    "helm",
+    "kubernetes_validate",
+    "merge",
+    "validate_strict",
+]
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "opencti-defender-reconciler"
 RELEASE = "rel"
@@ -45,15 +62,9 @@ ALL_ENABLED: dict[str, Any] = {
     "networkPolicy": {
         "enabled": True,
         "metricsFrom": [
-            {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
-                }
-            }
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
         ],
-        "extraEgress": [
-            {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 4000}]}
-        ],
+        "extraEgress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 4000}]}],
     },
     "cronJob": {"enabled": True, "timeZone": "Etc/UTC"},
     "imagePullSecrets": [{"name": "registry-credentials"}],
@@ -142,9 +153,7 @@ class ChartRenderer:
         self.chart = chart
 
     def __call__(self, values: dict[str, Any] | None = None) -> Rendered:
-        output = self.chart.render(
-            values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True
-        )
+        output = self.chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
         manifests: list[dict[str, Any]] = []
         notes = ""
         for name in sorted(output):

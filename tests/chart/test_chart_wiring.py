@@ -232,9 +232,7 @@ def test_existing_secret_also_feeds_the_plan_job(render: ChartRenderer) -> None:
     [container] = rendered.one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"][
         "containers"
     ]
-    names = {
-        e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e
-    }
+    names = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
     assert names == {"reconciler-credentials"}
 
 
@@ -337,7 +335,9 @@ def test_extra_env_is_appended_after_the_chart_env(render: ChartRenderer) -> Non
     ]
 
 
-def test_config_file_loads_with_defaults_plus_required(render: ChartRenderer, tmp_path: Path) -> None:
+def test_config_file_loads_with_defaults_plus_required(
+    render: ChartRenderer, tmp_path: Path
+) -> None:
     # The everything-enabled set (with its state path and CA bundle path) yields a config.yml
     # the reconciler accepts once the CA file exists where the chart mounts it.
     values = merge(VALUE_SETS["all-enabled"], {"caBundle": {"existingConfigMap": ""}})
