@@ -26,10 +26,11 @@ LABEL org.opencontainers.image.title="opencti-defender-reconciler" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="opencti-defender-reconciler"
-# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+# A fixed numeric uid/gid so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd;
+# HOME is /tmp, the one writable place under a read-only root filesystem (an emptyDir in the pod).
 RUN groupadd --system --gid 10001 reconciler \
     && useradd --system --uid 10001 --gid reconciler --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin reconciler
+       --home-dir /tmp --shell /usr/sbin/nologin reconciler
 COPY --from=build /opt/venv /opt/venv
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
