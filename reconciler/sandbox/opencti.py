@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import bisect
+import contextlib
 import json
 import random
 import re
@@ -54,6 +55,7 @@ FilterGroup = dict[str, Any]
 #: The OpenCTI property extension of STIX objects (pycti ``STIX_EXT_OCTI``).
 STIX_EXT_OCTI = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
 PLATFORM_VERSION = "7.261026.0"
+_REQUEST_LOG_SIZE = 100_000
 
 # First root field of a GraphQL document (pycti sends no operationName), reference §5.2.
 _ROOT_FIELD = re.compile(r"^\s*(?:(?:query|mutation)\b[^{]*)?\{\s*([A-Za-z_]\w*)")
@@ -446,6 +448,14 @@ class _Event:
 class _Connection:
     closed: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    sock: socket.socket | None = None
+
+    def close(self) -> None:
+        """Mark closed and cut the socket, even in the middle of a large write."""
+        self.closed = True
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
 
 
 @dataclass
@@ -599,11 +609,15 @@ class OpenCTIEmulator:
         """Change fields and emit ``update`` (or ``create``/``delete`` when visibility changes)."""
         fields = self._normalise(fields)
         with self._cond:
-            before = self._records[indicator_id]
+            before = self._records.get(indicator_id)
+            if before is None:
+                raise KeyError(f"no indicator {indicator_id}")
             after = dict(before)
             after.update(fields)
             if "pattern" in fields and "observable_values" not in fields:
                 after["observable_values"] = observables_from_pattern(fields["pattern"])
+                if after["observable_values"] and "main_observable_type" not in fields:
+                    after["main_observable_type"] = after["observable_values"][0]["type"]
             key = self._next_key()
             now = format_date(datetime.fromtimestamp(key[0] / 1000, UTC))
             after["updated_at"] = after["modified"] = now
@@ -620,7 +634,9 @@ class OpenCTIEmulator:
     def delete_indicator(self, indicator_id: str) -> None:
         """Delete and emit ``delete`` carrying the last full object."""
         with self._cond:
-            before = self._records.pop(indicator_id)
+            before = self._records.pop(indicator_id, None)
+            if before is None:
+                raise KeyError(f"no indicator {indicator_id}")
             stix = self._stix_json(before)
             self._invalidate(indicator_id)
             key = self._next_key()
@@ -654,7 +670,7 @@ class OpenCTIEmulator:
         """Close every open stream connection now; clients reconnect with ``Last-Event-ID``."""
         with self._cond:
             for conn in self._connections:
-                conn.closed = True
+                conn.close()
             self._cond.notify_all()
 
     def counts(self) -> dict[str, int]:
@@ -695,6 +711,12 @@ class OpenCTIEmulator:
         if unknown:
             raise ValueError(f"unknown indicator fields: {sorted(unknown)}")
         return out
+
+    def _log_request(self, entry: dict[str, Any]) -> None:
+        with self._cond:
+            self.requests.append(entry)
+            if len(self.requests) > _REQUEST_LOG_SIZE:  # a long-running demo must not grow forever
+                del self.requests[: _REQUEST_LOG_SIZE // 2]
 
     def _invalidate(self, indicator_id: str) -> None:
         for cache in self._node_cache.values():
@@ -814,8 +836,7 @@ class OpenCTIEmulator:
         variables = body.get("variables") or {}
         match = _ROOT_FIELD.match(query)
         root = match.group(1) if match else "?"
-        with self._cond:
-            self.requests.append({"field": root, "variables": variables})
+        self._log_request({"field": root, "variables": variables})
         if not authorized:
             return _error_json("You must be logged in to do this.", "AUTH_REQUIRED")
         try:
@@ -989,12 +1010,16 @@ class OpenCTIEmulator:
     def _recovery(
         self, recover_ms: int, position: tuple[int, int]
     ) -> tuple[list[str], tuple[int, int]]:
-        """Current matching records updated in (position, recover] as ``create`` messages."""
+        """Current matching records updated in (position, recover] as ``create`` messages.
+
+        Ids are ``<updated_at ms>-<n>`` in (updated_at, id) order, numbered over the whole
+        recoverable set, so a client cut off mid-recovery resumes exactly where it stopped.
+        """
         with self._cond:
             chosen = []
             for record in self._records.values():
                 updated = _ms(record["updated_at"])
-                if position[0] < updated <= recover_ms and self._visible(record):
+                if position[0] <= updated <= recover_ms and self._visible(record):
                     chosen.append((updated, record["id"], record))
             chosen.sort(key=lambda c: (c[0], c[1]))
             messages: list[str] = []
@@ -1002,6 +1027,8 @@ class OpenCTIEmulator:
             for updated, _, record in chosen:
                 seq = seq + 1 if updated == last_ms else 0
                 last_ms = updated
+                if (updated, seq) <= position:
+                    continue
                 envelope = json.dumps(
                     {
                         "version": "4",
@@ -1228,8 +1255,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         stream_id = path[len("/stream/") :] if path.startswith("/stream/") else ""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        with emu._cond:
-            emu.requests.append({"field": "stream", "path": parts.path, "headers": headers})
+        emu._log_request({"field": "stream", "path": parts.path, "headers": headers})
         status = emu._stream_check(stream_id, self._authorized())
         if status != 200:
             self._send(status, json.dumps({"status": status, "error": "stream not available"}))
@@ -1244,7 +1270,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.wfile.write(head.encode("latin-1"))
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        conn = _Connection(headers=headers)
+        conn = _Connection(headers=headers, sock=self.connection)
         with emu._cond:
             emu._connections.append(conn)
         try:

@@ -25,14 +25,17 @@ WAIT = 10.0  # seconds; generous upper bound, tests wake on events long before
 class Received:
     """Stream messages handed to the pycti callback, with a condition to wait on."""
 
-    def __init__(self) -> None:
+    def __init__(self, hook: Callable[[list[Any]], None] | None = None) -> None:
         self.messages: list[Any] = []
         self._cond = threading.Condition()
+        self._hook = hook
 
     def __call__(self, msg: Any) -> None:
         with self._cond:
             self.messages.append(msg)
             self._cond.notify_all()
+        if self._hook is not None:
+            self._hook(self.messages)
 
     def wait_for(self, predicate: Callable[[list[Any]], bool], timeout: float = WAIT) -> None:
         with self._cond:
@@ -51,13 +54,21 @@ class StreamHelpers:
     def __init__(self) -> None:
         self.running: list[tuple[Any, Any]] = []
 
-    def listen(self, emu: OpenCTIEmulator, *, listen_delete: bool = True) -> tuple[Any, Received]:
+    def listen(
+        self,
+        emu: OpenCTIEmulator,
+        *,
+        listen_delete: bool = True,
+        connector_id: str | None = None,
+        hook: Callable[[list[Any]], None] | None = None,
+    ) -> tuple[Any, Received]:
+        """A started real pycti stream consumer; ``hook`` runs after each received message."""
         from pycti import OpenCTIConnectorHelper
 
         config = {
             "opencti": {"url": emu.url, "token": emu.token, "json_logging": False},
             "connector": {
-                "id": str(uuid.uuid4()),
+                "id": connector_id or str(uuid.uuid4()),
                 "type": "STREAM",
                 "name": "reconciler-test",
                 "scope": "indicator",
@@ -69,7 +80,7 @@ class StreamHelpers:
         }
         helper = OpenCTIConnectorHelper(config)
         sys.excepthook = lambda *args: None  # pycti's hook would SIGTERM us on stop
-        received = Received()
+        received = Received(hook)
         thread = helper.listen_stream(received)
         self.running.append((helper, thread))
         return helper, received

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -223,3 +224,51 @@ def test_wire_format_retry_connected_then_heartbeat_with_id(emulator: OpenCTIEmu
     heartbeat = blocks[2]
     assert heartbeat[0] == create[0]  # the position after the event
     assert heartbeat[1] == "event: heartbeat"
+
+
+def test_restart_resumes_from_the_pinged_state_without_replay(
+    emulator: OpenCTIEmulator, stream_helpers: StreamHelpers
+) -> None:
+    emulator.load(generate_indicators(20, seed=8))
+    helper, received = stream_helpers.listen(emulator)
+    received.wait_for(lambda msgs: len(msgs) >= 20)  # first-run recovery
+    a = emulator.create_indicator(pattern=ip_pattern("203.0.113.20"))
+    received.wait_for(lambda msgs: any(a["id"] in m.data for m in msgs))
+    helper.force_ping()  # what PingAlive does every 40 s: the platform stores the position
+    connector_id = helper.connector_id
+    stream_helpers.stop_all()
+
+    emulator.update_indicator(a["id"], score=77)  # happens while the connector is down
+    restarted, again = stream_helpers.listen(emulator, connector_id=connector_id)
+    again.wait_for(lambda msgs: len(msgs) >= 1)
+    b = emulator.create_indicator(pattern=ip_pattern("203.0.113.21"))
+    again.wait_for(lambda msgs: any(b["id"] in m.data for m in msgs))
+
+    assert [(name, ext(body["data"])["id"]) for name, body in again.events()] == [
+        ("update", a["id"]),
+        ("create", b["id"]),
+    ]
+    assert restarted.connector_id == connector_id
+
+
+def test_cut_during_first_run_recovery_resumes_where_it_stopped(
+    emulator: OpenCTIEmulator, stream_helpers: StreamHelpers
+) -> None:
+    records = generate_indicators(10_000, seed=12)
+    emulator.load(records)
+    _, received = stream_helpers.listen(
+        emulator,
+        hook=lambda msgs: emulator.disconnect_streams() if len(msgs) == 1000 else None,
+    )
+    received.wait_for(lambda msgs: len(msgs) >= 10_000)
+
+    streams = [r for r in emulator.requests if r["field"] == "stream"]
+    assert len(streams) == 2
+    ids = [m.id for m in received.messages]
+    # The client resumes after the last message it parsed: the 1000th or a later buffered one.
+    resumed_at = ids.index(streams[1]["headers"]["last-event-id"])
+    assert 999 <= resumed_at < 9999, "the cut should interrupt the recovery"
+    assert len(ids) == len(set(ids)) == 10_000  # resumed exactly: no replay, no gap
+    assert {ext(json.loads(m.data)["data"])["id"] for m in received.messages} == {
+        r["id"] for r in records
+    }
