@@ -11,8 +11,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Dependency metadata first so a source-only change reuses nothing it should not: the package
-# is small, the dependencies are the slow part, and both come from pyproject.toml.
+# Package and dependencies install in one step from pyproject.toml (its metadata names
+# README.md, so that file is needed too). Every dependency ships a wheel: no compiler needed.
+# pip itself is removed afterwards: nothing installs at run time.
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
 RUN /opt/venv/bin/pip install --no-cache-dir . \
