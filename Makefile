@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo bench clean chart-test
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check reconciler tests
 	$(BIN)/ruff format --check reconciler tests
 	$(BIN)/mypy
+
+chart-test: $(STAMP)
+	VENV=$(VENV) scripts/chart-test.sh
 
 demo: $(STAMP)
 	$(BIN)/reconciler demo

@@ -22,7 +22,9 @@ class Metrics:
         r = self.registry
         p = _PREFIX
         self.runs = Counter(
-            f"{p}_reconcile_runs", "Reconcile runs by trigger and result.", ["trigger", "result"],
+            f"{p}_reconcile_runs",
+            "Reconcile runs by trigger and result.",
+            ["trigger", "result"],
             registry=r,
         )
         self.run_duration = Histogram(
@@ -72,7 +74,9 @@ class Metrics:
             registry=r,
         )
         self.throttled = Counter(
-            f"{p}_defender_throttled", "Defender 429 responses, by endpoint.", ["endpoint"],
+            f"{p}_defender_throttled",
+            "Defender 429 responses, by endpoint.",
+            ["endpoint"],
             registry=r,
         )
         self.retries = Counter(
