@@ -481,7 +481,8 @@ class ReconcilerSection(_Section):
     )
     state_path: Path | None = _setting(
         None,
-        "File where the live-stream position is kept between restarts (not set = none).",
+        "File where the live-stream position is kept between restarts (not set = in the "
+        "connector's state in OpenCTI, like pycti stream connectors).",
         env="RECONCILER_STATE_PATH",
         accepted="a file path",
     )
