@@ -101,3 +101,9 @@ def test_observables_from_pattern() -> None:
         {"type": "StixFile", "hashes": {"MD5": "bb"}},
     ]
     assert observables_from_pattern("[ipv4-addr:value = '1.2.3.4'") == []
+
+
+def test_most_indicators_were_updated_lately(records: list[dict[str, Any]]) -> None:
+    recent = [r for r in records if (DEFAULT_NOW - parse_date(r["updated_at"])).days < 21]
+    assert 0.6 * len(records) < len(recent) < 0.85 * len(records)
+    assert all(parse_date(r["updated_at"]) <= DEFAULT_NOW for r in records)
