@@ -5,6 +5,8 @@ Owns just enough of OpenCTI for pycti's ``OpenCTIApiClient`` and ``OpenCTIConnec
 ``registerConnector``, ``pingConnector``, ``deleteConnector``, ``streamCollection``,
 ``indicators``, ``indicator``) and ``GET /stream/{id}`` (server-sent events with ids, heartbeats,
 ``Last-Event-ID`` resume, first-run recovery, visibility translation against the stream filters).
+GraphQL answers carry the top-level fields a query selects (sub-selections come whole), like
+the real server; ``toStix`` nodes carry the same STIX rendering as the stream.
 Built from ``shared/reference/opencti-pycti.md``, never from the reconciler's code: it imports
 nothing from the rest of ``reconciler``. Test knobs fail listing pages, drop stream connections
 and turn the stream off.
@@ -153,6 +155,16 @@ def _compact(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _ms(iso: str) -> int:
     return int(parse_date(iso).timestamp() * 1000)
+
+
+def _parse_recover(text: str | None) -> int | None:
+    """Epoch ms of a ``recover`` date; unreadable dates are ignored (live only)."""
+    if not text:
+        return None
+    try:
+        return _ms(text)
+    except ValueError:
+        return None
 
 
 def _parse_event_id(text: str | None) -> tuple[int, int] | None:
@@ -500,7 +512,7 @@ class OpenCTIEmulator:
         # Rendered node JSON by selected top-level fields (None = all), then by indicator id.
         self._node_cache: dict[frozenset[str] | None, dict[str, str]] = {}
         self._stix_cache: dict[str, str] = {}
-        self._listing_cache: dict[tuple[str, str, str], _Listing] = {}
+        self._listing_cache: dict[tuple[str, str, str, str], _Listing] = {}
         self._version = 0
         self._events: list[_Event] = []
         self._event_keys: list[tuple[int, int]] = []
@@ -927,6 +939,7 @@ class OpenCTIEmulator:
             first = 500 if first is None else max(0, min(int(first), self.max_page_size))
             listing = self._listing(
                 variables.get("filters"),
+                variables.get("search"),
                 variables.get("orderBy") or "created_at",
                 (variables.get("orderMode") or "asc").lower(),
             )
@@ -954,7 +967,7 @@ class OpenCTIEmulator:
             + "}}}"
         )
 
-    def _listing(self, filters: Any, order_by: str, order_mode: str) -> _Listing:
+    def _listing(self, filters: Any, search: Any, order_by: str, order_mode: str) -> _Listing:
         if order_by not in _ORDERINGS:
             raise GraphQLError(
                 f'Value "{order_by}" does not exist in "IndicatorsOrdering" enum.',
@@ -964,7 +977,8 @@ class OpenCTIEmulator:
             raise GraphQLError(f'Value "{order_mode}" does not exist in "OrderingMode" enum.')
         if isinstance(filters, str):  # tolerated: a JSON string
             filters = json.loads(filters) if filters else None
-        cache_key = (json.dumps(filters, sort_keys=True), order_by, order_mode)
+        needle = str(search).lower() if search else ""
+        cache_key = (json.dumps(filters, sort_keys=True), needle, order_by, order_mode)
         cached = self._listing_cache.get(cache_key)
         if cached is not None:
             return cached
@@ -974,6 +988,7 @@ class OpenCTIEmulator:
             (_sort_value(r.get(field_name)), r["id"])
             for r in self._records.values()
             if group_matches(r, filters)
+            and (not needle or needle in f"{r['name']} {r['pattern']}".lower())
         ]
         keyed.sort(reverse=order_mode == "desc")
         ids = [k[1] for k in keyed]
@@ -1072,11 +1087,10 @@ class OpenCTIEmulator:
             intro += f"retry: {self.retry_ms}\n"
         write((intro + _sse(None, "connected", json.dumps(connected))).encode())
         handler.wfile.flush()
-        if recover_text:
-            recover_ms = _ms(recover_text)
-            if recover_ms > position[0]:
-                messages, position = self._recovery(recover_ms, position)
-                _write_batched(handler, messages)
+        recover_ms = _parse_recover(recover_text)
+        if recover_ms is not None and recover_ms > position[0]:
+            messages, position = self._recovery(recover_ms, position)
+            _write_batched(handler, messages)
         interval = self.heartbeat_interval
         next_beat = time.monotonic()
         while True:

@@ -294,3 +294,10 @@ def test_command_line_serves_and_prints_a_config_snippet() -> None:
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+def test_search_matches_name_or_pattern(api: Any, records: list[dict[str, Any]]) -> None:
+    target = next(r for r in records if r["main_observable_type"] == "Domain-Name")
+    nodes = api.indicator.list(search=target["name"].upper(), first=100, customAttributes="id")
+    assert target["id"] in ids_of(nodes)
+    assert len(nodes) < len(records)
