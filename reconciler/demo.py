@@ -62,6 +62,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
     from reconciler.wiring import open_engine
 
     clock = SystemClock()
+    configure_logging("warning", "text")
     with DefenderEmulator() as defender, OpenCTIEmulator() as opencti:
         # The dataset's dates are relative to `today` so that most indicators are live now.
         today = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
@@ -93,11 +94,14 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
             _heading(out, "4. drift: edits in the Defender portal and in OpenCTI", color)
             owned = [r for r in defender.indicators() if r.get("application") == "opencti"]
             owned.sort(key=lambda r: int(r["id"]))
-            a, b, c = owned[0], owned[1], owned[2]
+            a, b, c, e = owned[0], owned[1], owned[2], owned[4]
             defender.update_indicator(a["id"], severity="Informational", title="edited in portal")
             out.write(f"  portal: severity/title of {a['indicatorValue']} edited\n")
             defender.delete_indicator(b["id"])
             out.write(f"  portal: {b['indicatorValue']} deleted by hand\n")
+            flipped = "Audit" if e["action"] != "Audit" else "Block"
+            defender.update_indicator(e["id"], action=flipped, generateAlert=True)
+            out.write(f"  portal: action of {e['indicatorValue']} changed to {flipped}\n")
             stray = defender.add_indicator(
                 indicatorValue="stray-owned.example",
                 indicatorType="DomainName",
@@ -121,7 +125,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
             out.write(
                 f"  SOC team added their own {soc['indicatorValue']} (Allowed): never touched\n"
             )
-            deployed = {str(r.get("externalId")) for r in owned[3:]}
+            deployed = {str(r.get("externalId")) for r in owned[5:]}
             revoked_id = _revoke_one(opencti, deployed)
             out.write(f"  OpenCTI: indicator {revoked_id} revoked\n")
 

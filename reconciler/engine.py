@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from reconciler.apply import ApplyResult, DefenderWriter, apply_plan
 from reconciler.clock import Clock, SystemClock
+from reconciler.defender.client import odata_quote
 from reconciler.errors import ListingError, StalePlanError
 from reconciler.mapping import (
     DesiredState,
@@ -25,7 +26,6 @@ from reconciler.mapping import (
     build_desired,
     indicator_from_graphql,
 )
-from reconciler.defender.client import odata_quote
 from reconciler.model import DefenderIndicator, IndicatorKey, RawIndicator, Skipped
 from reconciler.plan import Plan, PlanPolicy, build_plan, fingerprint_owned
 

@@ -43,7 +43,9 @@ class Sandbox:
         return [r for r in self.defender.indicators() if r.get("application") == "opencti"]
 
 
-def write_config(path: Path, defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any) -> Path:
+def write_config(
+    path: Path, defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any
+) -> Path:
     doc: dict[str, Any] = {
         "opencti": {"url": opencti.url, "token": opencti.token},
         "connector": {

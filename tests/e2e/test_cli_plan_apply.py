@@ -10,10 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.e2e.support import TODAY, Sandbox, load, write_config
-
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
+from tests.e2e.support import TODAY, Sandbox, load, write_config
 
 
 def _plan_json(sandbox: Sandbox) -> dict:
@@ -58,13 +57,31 @@ def test_portal_drift_is_planned_exactly_and_fixed_by_one_apply(sandbox: Sandbox
     new_sev = "Informational" if resev["severity"] != "Informational" else "High"
     d.update_indicator(resev["id"], severity=new_sev)
     stray = d.add_indicator(
-        indicatorValue="stray.example", indicatorType="DomainName", action="Block",
-        title="t", description="d", application="opencti", severity="High", generateAlert=True,
+        indicatorValue="stray.example",
+        indicatorType="DomainName",
+        action="Block",
+        title="t",
+        description="d",
+        application="opencti",
+        severity="High",
+        generateAlert=True,
     )
-    dup = d.add_indicator(**{
-        k: dup_of[k] for k in ("indicatorValue", "indicatorType", "title", "description",
-                               "severity", "generateAlert", "application", "externalId")
-    }, action="Warn" if dup_of["action"] != "Warn" else "Block")
+    dup = d.add_indicator(
+        **{
+            k: dup_of[k]
+            for k in (
+                "indicatorValue",
+                "indicatorType",
+                "title",
+                "description",
+                "severity",
+                "generateAlert",
+                "application",
+                "externalId",
+            )
+        },
+        action="Warn" if dup_of["action"] != "Warn" else "Block",
+    )
 
     doc = _plan_json(sandbox)
     creates = {(c["indicatorType"], c["indicatorValue"]) for c in _changes(doc, "create")}
@@ -86,9 +103,13 @@ def test_non_owned_same_value_is_never_touched(sandbox: Sandbox) -> None:
     assert sandbox.cli("apply").code == 0
     target = sorted(sandbox.owned(), key=lambda r: int(r["id"]))[0]
     soc = sandbox.defender.add_indicator(
-        indicatorValue=target["indicatorValue"], indicatorType=target["indicatorType"],
-        action="Allowed", title="SOC exception", description="mine",
-        application="SOC tools", createdBySource="Portal",
+        indicatorValue=target["indicatorValue"],
+        indicatorType=target["indicatorType"],
+        action="Allowed",
+        title="SOC exception",
+        description="mine",
+        application="SOC tools",
+        createdBySource="Portal",
     )
     # Remove everything from OpenCTI: the desired set shrinks; the SOC row must survive all.
     for rec in records[:50]:
@@ -184,23 +205,38 @@ def test_crash_mid_apply_then_rerun_converges(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
         proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "apply", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
         )
         proc_box["p"] = proc
         proc.wait(timeout=120)
         assert killed.is_set() and proc.returncode == -signal.SIGKILL
         defender.on_request(lambda *a: None)
         partial = len([r for r in defender.indicators() if r.get("application") == "opencti"])
-        assert 0 < partial
+        assert partial > 0
         res = subprocess.run(
             [sys.executable, "-m", "reconciler", "apply", "--config", str(config)],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         assert res.returncode == 0, res.stdout + res.stderr
         res = subprocess.run(
-            [sys.executable, "-m", "reconciler", "plan", "--detailed-exitcode",
-             "--config", str(config)],
-            capture_output=True, text=True, env=env, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "plan",
+                "--detailed-exitcode",
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         assert res.returncode == 0, res.stdout + res.stderr
         owned = [r for r in defender.indicators() if r.get("application") == "opencti"]
