@@ -15,6 +15,7 @@ two write calls, exits 0 within 20 s). In dry-run mode everything runs but nothi
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -342,10 +343,8 @@ class Controller:
                 self.consumer.stop(timeout=min(10.0, SHUTDOWN_GRACE))
             except Exception as exc:
                 logger.warning("stream consumer did not stop cleanly: {}", exc)
-        try:
+        with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
-        except Exception:
-            pass
         remaining = max(0.1, deadline - time.monotonic())
         if self.lock.acquire(timeout=remaining):
             self.lock.release()

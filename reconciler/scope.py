@@ -67,7 +67,7 @@ class DesiredIndex:
         return self.full_state()
 
     def upsert(self, indicator: OpenCTIIndicator, *, now: datetime) -> set[IndicatorKey]:
-        """Replace one indicator's mapping; returns the keys affected (before ∪ after)."""
+        """Replace one indicator's mapping; returns the keys affected (before and after)."""
         before = self._drop(indicator.id)
         result = map_indicator(indicator, self.policy, now)
         self._set(indicator.id, result)
