@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -88,7 +87,10 @@ class Controller:
         self.last_full_ok: float | None = None  # monotonic time of the last success
         self.last_full_failed = False
         self.failures_in_row = 0
-        self._actual_cache: ActualState | None = None
+        # Running totals from the last full listing, kept up to date by scoped runs: they give a
+        # scoped plan its quota headroom and the owned/quota gauges their values.
+        self._owned_total = 0
+        self._non_owned = 0
         self.started_at = time.monotonic()
 
     # -- full reconcile --------------------------------------------------------------------
@@ -103,10 +105,10 @@ class Controller:
                 parsed: list[OpenCTIIndicator | Skipped] = [indicator_from_graphql(r) for r in rows]
                 desired = self.index.replace_all(parsed, now=self.clock.now())
                 actual = self.engine.read_actual()
-                self._actual_cache = actual
+                self._non_owned = actual.non_owned_count
                 plan = self.engine.plan(desired=desired, actual=actual)
                 self._observe_plan(plan, drift=trigger == "schedule", skipped=desired.skipped)
-                self._apply(plan)
+                self._apply(plan, owned_before=len(actual.owned), owned_outside=0)
             except ShutdownRequestedError:
                 logger.warning("full reconcile abandoned: shutting down")
                 self.metrics.runs.labels(trigger, "abandoned").inc()
@@ -191,28 +193,23 @@ class Controller:
                 return
             desired = self.index.state_for(affected)
             actual = self.engine.read_actual_for(affected)
-            plan = self._scoped_plan(desired, actual, affected)
+            outside = max(0, self._owned_total - len(actual.owned))
+            plan = self._scoped_plan(desired, actual, outside)
             self._observe_plan(plan, drift=False, skipped=())
-            self._apply(plan)
+            self._apply(plan, owned_before=len(actual.owned), owned_outside=outside)
             self.metrics.runs.labels("stream", "success").inc()
             self.metrics.run_duration.labels("stream").observe(time.monotonic() - start)
 
-    def _scoped_plan(self, desired: Any, actual: ActualState, keys: Iterable[IndicatorKey]) -> Plan:
-        cache = self._actual_cache
-        owned_elsewhere = 0
-        non_owned = actual.non_owned_count
-        if cache is not None:
-            in_scope = set(keys)
-            owned_elsewhere = sum(1 for i in cache.owned if i.key not in in_scope)
-            non_owned = cache.non_owned_count
-        policy = replace(self.engine.plan_policy, max_delete_ratio=1.0)
+    def _scoped_plan(self, desired: Any, actual: ActualState, owned_outside: int) -> Plan:
+        # The rest of the tenant (other tools' indicators and our own outside the scope) takes
+        # quota room the scoped keys cannot use.
         return build_plan(
             desired.desired,
             actual.owned,
             skipped=desired.skipped,
             expired_keys=desired.expired_keys,
-            non_owned_count=non_owned + owned_elsewhere,
-            policy=policy,
+            non_owned_count=self._non_owned + owned_outside,
+            policy=self.engine.plan_policy,
             complete=True,
             scoped=True,
         )
@@ -227,9 +224,6 @@ class Controller:
                 self.metrics.drift.labels(action).inc(n)
         for skip in skipped:
             self.metrics.skipped.labels(skip.reason.value).inc()
-        q = plan.quota
-        self.metrics.quota_used.set(q.used_after)
-        self.metrics.quota_free.set(max(0, q.limit - q.used_after))
         if plan.guards and plan.deletes_blocked:
             for g in plan.guards:
                 if g.blocked:
@@ -237,9 +231,9 @@ class Controller:
         if self.dry_run and not plan.is_empty:
             logger.info("dry-run plan: {}", plan.summary)
 
-    def _apply(self, plan: Plan) -> None:
+    def _apply(self, plan: Plan, *, owned_before: int, owned_outside: int) -> None:
         if plan.is_empty:
-            self.metrics.owned.set(plan.quota.planned_owned_after)
+            self._set_owned(owned_outside + owned_before)
             return
         stop = self.stop_event
 
@@ -255,9 +249,21 @@ class Controller:
                 self.metrics.applied.labels(action).inc(n)
         for failure in result.failures:
             self.metrics.failed_items.labels(failure.step).inc()
-        self.metrics.owned.set(plan.quota.planned_owned_after)
+        if self.dry_run:
+            self._set_owned(owned_outside + owned_before)
+        else:
+            # What the plan intended, less what failed: re-read by the next full run anyway.
+            self._set_owned(owned_outside + plan.quota.planned_owned_after)
         if result.aborted:
             raise ReconcilerError(f"apply aborted: {result.aborted}")
+
+    def _set_owned(self, owned: int) -> None:
+        self._owned_total = owned
+        self.metrics.owned.set(owned)
+        used = owned + self._non_owned
+        limit = self.engine.plan_policy.quota
+        self.metrics.quota_used.set(used)
+        self.metrics.quota_free.set(max(0, limit - used))
 
     # -- health ----------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:

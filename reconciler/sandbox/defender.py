@@ -1123,6 +1123,7 @@ class DefenderEmulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._own_cert_dir: Path | None = None
+        self._authority: Any = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -1171,7 +1172,11 @@ class DefenderEmulator:
     def _tls_context(self) -> ssl.SSLContext:
         import trustme  # third-party; only needed with TLS
 
-        authority = trustme.CA()
+        # One CA per emulator object: a restart (stop, start) keeps the same trust anchor, so a
+        # client configured with ``ca_file`` reconnects after the "outage".
+        if self._authority is None:
+            self._authority = trustme.CA()
+        authority = self._authority
         server_cert = authority.issue_cert("127.0.0.1", "localhost", "::1")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.set_alpn_protocols(["http/1.1"])
