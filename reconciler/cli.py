@@ -300,6 +300,34 @@ def sandbox_opencti(ctx: typer.Context) -> None:
     _exit(emulator.main(list(ctx.args)))
 
 
+@sandbox_app.command("all")
+def sandbox_all(
+    count: Annotated[int, typer.Option("--count", help="Indicators to generate.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Dataset seed.")] = 7,
+    write_config: Annotated[
+        Path, typer.Option("--write-config", help="Where to write a config for the sandbox.")
+    ] = Path("sandbox.yml"),
+    defender_port: Annotated[int, typer.Option(help="Defender emulator port (0 = any).")] = 0,
+    opencti_port: Annotated[int, typer.Option(help="Fake OpenCTI port (0 = any).")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Run both emulators with generated indicators and write a config file pointing at them."""
+
+    def body() -> int:
+        from reconciler.demo import serve_sandbox
+
+        return serve_sandbox(
+            count=count,
+            seed=seed,
+            config_out=str(write_config),
+            defender_port=defender_port,
+            opencti_port=opencti_port,
+            out=sys.stdout,
+        )
+
+    _exit(_guarded(debug, body))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and ``python -m reconciler``."""
     try:

@@ -163,3 +163,79 @@ def _revoke_one(opencti: Any, deployed: set[str]) -> str:
             opencti.revoke_indicator(rec["id"])
             return str(rec["id"])
     raise RuntimeError("no indicator to revoke in the demo dataset")
+
+
+def serve_sandbox(
+    *,
+    count: int,
+    seed: int,
+    config_out: str,
+    defender_port: int = 0,
+    opencti_port: int = 0,
+    out: IO[str],
+    stop: Any = None,
+) -> int:
+    """Run both emulators until interrupted and write a ready-to-use config file for them.
+
+    ``reconciler sandbox all --write-config sandbox.yml`` in one terminal, then
+    ``reconciler plan --config sandbox.yml`` in another: a dry-run plan without a tenant."""
+    import signal
+    import threading
+    from pathlib import Path
+
+    import yaml
+
+    from reconciler.logs import configure_logging
+    from reconciler.sandbox.dataset import generate_indicators
+    from reconciler.sandbox.defender import DefenderEmulator
+    from reconciler.sandbox.opencti import OpenCTIEmulator
+
+    configure_logging("warning", "text")
+    event = stop or threading.Event()
+    if stop is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: event.set())
+    cert_dir = Path(config_out).resolve().parent / ".sandbox-certs"
+    with (
+        DefenderEmulator(port=defender_port, cert_dir=str(cert_dir)) as defender,
+        OpenCTIEmulator(port=opencti_port) as opencti,
+    ):
+        today = SystemClock().now().replace(hour=0, minute=0, second=0, microsecond=0)
+        opencti.load(generate_indicators(count, seed=seed, now=today))
+        doc = {
+            "opencti": {"url": opencti.url, "token": opencti.token},
+            "connector": {
+                "id": "6f0f4b9e-2b1c-4c51-9d5f-0d5f3c1c2a10",
+                "name": "OpenCTI Defender Reconciler (sandbox)",
+                "live_stream_id": opencti.stream_id,
+                "log_level": "info",
+            },
+            "microsoft_defender_intel": {
+                "tenant_id": defender.tenant_id,
+                "client_id": defender.client_id,
+                "client_secret": defender.client_secret,
+                "login_url": defender.login_url,
+                "base_url": defender.url,
+                "ca_bundle": defender.ca_file,
+            },
+            "reconciler": {"interval_seconds": 60, "http_port": 9095},
+        }
+        header = (
+            "# Written by `reconciler sandbox all`: points at the local emulators.\n"
+            "# The token and secret below are the emulators' own test values, not secrets.\n"
+        )
+        Path(config_out).write_text(header + yaml.safe_dump(doc, sort_keys=False))
+        out.write(
+            f"Sandbox running (Ctrl-C to stop):\n"
+            f"  Defender API emulator : {defender.url}\n"
+            f"  fake OpenCTI          : {opencti.url} ({count} indicators, "
+            f"stream {opencti.stream_id})\n"
+            f"  config written to     : {config_out}\n\n"
+            f"In another terminal:\n"
+            f"  reconciler plan --config {config_out}\n"
+            f"  reconciler apply --config {config_out}\n"
+            f"  reconciler run --config {config_out}\n"
+        )
+        out.flush()
+        event.wait()
+    return 0

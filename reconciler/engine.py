@@ -154,7 +154,8 @@ class Engine:
             policy=policy,
             complete=True,
         )
-        logger.info("plan: {}", plan.summary)
+        counts = ", ".join(f"{n} {action}" for action, n in plan.summary.items() if n)
+        logger.info("plan: {}", counts or "nothing")
         return plan
 
     def read_actual_for(self, keys: Iterable[IndicatorKey], *, chunk: int = 40) -> ActualState:

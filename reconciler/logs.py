@@ -216,6 +216,15 @@ def configure_logging(
     )
     _level_no = logging.getLevelNamesMapping()[name]
     reinstall_intercept()
+    # Libraries' INFO chatter (one line per HTTP request, pycti's "Listing Indicators") drowns
+    # our own lines; they speak up again at debug level.
+    quiet = logging.DEBUG if _level_no <= logging.DEBUG else logging.WARNING
+    for noisy in _NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(quiet)
+
+
+#: Third-party loggers kept at WARNING unless the configured level is DEBUG.
+_NOISY_LOGGERS = ("httpx", "httpcore", "api", "pycti", "msal", "urllib3", "apscheduler")
 
 
 class InterceptHandler(logging.Handler):

@@ -167,7 +167,7 @@ def test_level_filters_loguru_and_stdlib(level: str, shown: str, hidden: str) ->
     configure_logging(level, "json", sink=sink)
     for name in (shown, hidden):
         logger.log(name, f"loguru {name}")
-        logging.getLogger("httpx").log(logging.getLevelNamesMapping()[name], f"stdlib {name}")
+        logging.getLogger("a.library").log(logging.getLevelNamesMapping()[name], f"stdlib {name}")
     messages = [json.loads(line)["message"] for line in sink.getvalue().splitlines()]
     assert messages == [f"loguru {shown}", f"stdlib {shown}"]
 
@@ -184,10 +184,10 @@ def test_reinstall_intercept_after_pycti_basic_config() -> None:
     configure_logging("info", "json", secrets=[TOKEN], sink=sink)
     # What OpenCTIApiClient does on construction.
     logging.basicConfig(level=logging.INFO, force=True, stream=stolen)
-    logging.getLogger("pycti").info("lost %s", TOKEN)
+    logging.getLogger("a.library").info("lost %s", TOKEN)
     assert sink.getvalue() == ""
     reinstall_intercept()
-    logging.getLogger("pycti").info("found %s", TOKEN)
+    logging.getLogger("a.library").info("found %s", TOKEN)
     rows = [json.loads(line) for line in sink.getvalue().splitlines()]
     assert [r["message"] for r in rows] == ["found ********"]
     assert len(logging.getLogger().handlers) == 1
@@ -230,3 +230,16 @@ def test_longest_secret_wins() -> None:
     add_secret("abcd")
     add_secret("abcdefgh")
     assert redact("x abcdefgh y") == "x ******** y"
+
+
+def test_library_chatter_is_quiet_at_info_and_shown_at_debug() -> None:
+    sink = io.StringIO()
+    configure_logging("info", "json", sink=sink)
+    logging.getLogger("httpx").info("HTTP Request: GET /api/indicators")
+    logging.getLogger("httpx").warning("a real problem")
+    messages = [json.loads(line)["message"] for line in sink.getvalue().splitlines()]
+    assert messages == ["a real problem"]
+    sink = io.StringIO()
+    configure_logging("debug", "json", sink=sink)
+    logging.getLogger("httpx").info("HTTP Request: GET /api/indicators")
+    assert "HTTP Request" in sink.getvalue()
