@@ -81,7 +81,7 @@ class Metrics:
         )
         self.retries = Counter(
             f"{p}_defender_retries",
-            "Defender calls retried (429, 5xx, timeouts), by endpoint.",
+            "Defender calls answered 429, 5xx or not at all (retried), by endpoint.",
             ["endpoint"],
             registry=r,
         )
@@ -110,6 +110,9 @@ class Metrics:
         self.api_calls.labels(endpoint, str(status) if status is not None else "error").inc()
         if status == 429:
             self.throttled.labels(endpoint).inc()
+        if status is None or status == 429 or status >= 500:
+            # The client retries these (until its attempts run out).
+            self.retries.labels(endpoint).inc()
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics``."""
