@@ -1,0 +1,83 @@
+"""DesiredIndex: a scoped slice equals the same slice of a full merge; affected keys include
+the keys an indicator held before."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from reconciler.mapping import MappingPolicy, OpenCTIIndicator, build_desired
+from reconciler.model import IndicatorKey, IndicatorType
+from reconciler.scope import DesiredIndex
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def ind(id_: str, value: str, score: int = 50, **kw: object) -> OpenCTIIndicator:
+    base: dict[str, object] = {
+        "id": id_,
+        "standard_id": None,
+        "name": value,
+        "description": None,
+        "pattern": f"[ipv4-addr:value = '{value}']",
+        "pattern_type": "stix",
+        "score": score,
+        "revoked": False,
+        "valid_from": None,
+        "valid_until": None,
+        "created_at": datetime(2026, 5, 20, tzinfo=UTC),
+        "updated_at": datetime(2026, 5, 25, tzinfo=UTC),
+        "labels": (),
+        "main_observable_type": "IPv4-Addr",
+        "observable_values": (),
+        "detection": True,
+    }
+    base.update(kw)
+    return OpenCTIIndicator(**base)  # type: ignore[arg-type]
+
+
+def key(v: str) -> IndicatorKey:
+    return IndicatorKey(IndicatorType.IP_ADDRESS, v)
+
+
+POLICY = MappingPolicy()
+
+
+def test_full_state_equals_build_desired() -> None:
+    items = [ind("a", "203.0.113.1", 70), ind("b", "203.0.113.1", 40), ind("c", "203.0.113.2")]
+    index = DesiredIndex(POLICY)
+    assert index.replace_all(items, now=NOW) == build_desired(items, POLICY, NOW)
+
+
+def test_pattern_edit_affects_old_and_new_key() -> None:
+    index = DesiredIndex(POLICY)
+    index.replace_all([ind("a", "203.0.113.1")], now=NOW)
+    affected = index.upsert(ind("a", "203.0.113.5"), now=NOW)
+    assert affected == {key("203.0.113.1"), key("203.0.113.5")}
+    state = index.state_for(affected)
+    assert set(state.desired) == {key("203.0.113.5")}
+
+
+def test_removing_one_contributor_moves_the_key_to_the_other() -> None:
+    index = DesiredIndex(POLICY)
+    index.replace_all([ind("a", "203.0.113.1", 70), ind("b", "203.0.113.1", 40)], now=NOW)
+    assert index.state_for({key("203.0.113.1")}).desired[key("203.0.113.1")].external_id == "a"
+    affected = index.remove("a")
+    winner = index.state_for(affected).desired[key("203.0.113.1")]
+    assert winner.external_id == "b" and winner.opencti_ids == ("b",)
+
+
+def test_revocation_makes_an_expired_key() -> None:
+    index = DesiredIndex(POLICY)
+    index.replace_all([ind("a", "203.0.113.1")], now=NOW)
+    affected = index.upsert(ind("a", "203.0.113.1", revoked=True), now=NOW)
+    state = index.state_for(affected)
+    assert not state.desired and key("203.0.113.1") in state.expired_keys
+
+
+def test_scoped_slice_equals_slice_of_full_state() -> None:
+    items = [ind(f"i{n}", f"203.0.113.{n % 7}", score=n * 7 % 100) for n in range(40)]
+    index = DesiredIndex(POLICY)
+    full = index.replace_all(items, now=NOW)
+    keys = {key("203.0.113.3"), key("203.0.113.4")}
+    sliced = index.state_for(keys)
+    assert sliced.desired == {k: v for k, v in full.desired.items() if k in keys}
