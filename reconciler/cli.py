@@ -12,7 +12,8 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,6 +110,21 @@ def _load(config: Path | None, *, overrides: dict[str, Any] | None = None) -> An
     return settings
 
 
+@contextmanager
+def _progress() -> Iterator[Callable[[str], None] | None]:
+    """A transient spinner on stderr while both sides are read, only on a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("starting")
+        yield lambda text: bar.update(task, description=text)
+
+
 def _render(plan: Any, output: Output, *, color: bool) -> str:
     from reconciler import report
 
@@ -143,8 +159,8 @@ def plan(
         from reconciler.wiring import open_engine
 
         settings = _load(config)
-        with open_engine(settings) as engine:
-            the_plan = engine.plan()
+        with open_engine(settings) as engine, _progress() as progress:
+            the_plan = engine.plan(progress=progress)
         sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))
         sys.stdout.flush()
         if out is not None:
@@ -188,7 +204,8 @@ def apply(
                     raise ReconcilerError(f"cannot read saved plan {plan_file}: {exc}") from exc
                 engine.check_fresh(the_plan)
             else:
-                the_plan = engine.plan(allow_mass_delete=allow_mass_delete)
+                with _progress() as progress:
+                    the_plan = engine.plan(allow_mass_delete=allow_mass_delete, progress=progress)
             if output is not Output.json:
                 sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))
             dry = bool(settings.reconciler.dry_run)

@@ -35,7 +35,9 @@ __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "split_ow
 class DesiredSource(Protocol):
     """Where desired indicators come from (``OpenCTISource`` satisfies it)."""
 
-    def list_indicators(self) -> list[dict[str, Any]]: ...
+    def list_indicators(
+        self, *, on_page: Callable[[int], None] | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 class DefenderReader(DefenderWriter, Protocol):
@@ -114,9 +116,21 @@ class Engine:
         )
 
     # -- reading -------------------------------------------------------------------------
-    def read_desired(self, *, now: datetime | None = None) -> DesiredState:
+    def read_desired(
+        self, *, now: datetime | None = None, progress: Callable[[str], None] | None = None
+    ) -> DesiredState:
         """List OpenCTI (all pages or an error) and map to the desired state."""
-        rows = self.source.list_indicators()
+        on_page = None
+        if progress is not None:
+            report = progress
+
+            def on_page(n: int) -> None:
+                report(f"reading OpenCTI indicators: {n:,}")
+
+            report("reading OpenCTI indicators")
+        rows = self.source.list_indicators(on_page=on_page)
+        if progress is not None:
+            progress(f"mapping {len(rows):,} OpenCTI indicators")
         parsed: list[OpenCTIIndicator | Skipped] = [indicator_from_graphql(r) for r in rows]
         return self.desired_from(parsed, now=now)
 
@@ -138,10 +152,17 @@ class Engine:
         desired: DesiredState | None = None,
         actual: ActualState | None = None,
         allow_mass_delete: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> Plan:
-        """A full plan: desired state vs everything we own."""
-        desired = desired if desired is not None else self.read_desired()
-        actual = actual if actual is not None else self.read_actual()
+        """A full plan: desired state vs everything we own. ``progress`` gets a short text
+        at each step (the CLI shows it as a spinner on a terminal)."""
+        desired = desired if desired is not None else self.read_desired(progress=progress)
+        if actual is None:
+            if progress is not None:
+                progress("reading Defender indicators")
+            actual = self.read_actual()
+        if progress is not None:
+            progress("planning")
         policy = self.plan_policy
         if allow_mass_delete and not policy.allow_mass_delete:
             policy = _with_override(policy)

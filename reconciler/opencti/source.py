@@ -10,7 +10,7 @@ errors are translated here (``from exc``) and no message carries the token.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -218,14 +218,20 @@ class OpenCTISource:
                 )
             after = cursor
 
-    def list_indicators(self) -> list[RawIndicator]:
-        """Every indicator the stream would send, whole; any failure → SourceError, no list."""
+    def list_indicators(
+        self, *, on_page: Callable[[int], None] | None = None
+    ) -> list[RawIndicator]:
+        """Every indicator the stream would send, whole; any failure → SourceError, no list.
+
+        ``on_page(n)`` is told the running count after each page (progress display)."""
         filters = self.listing_filters()
         indicators: list[RawIndicator] = []
         pages = 0
         for page in self.iter_pages(filters):
             pages += 1
             indicators.extend(page)
+            if on_page is not None:
+                on_page(len(indicators))
         logger.info(
             "Listed {} OpenCTI indicators in {} page(s) (stream {})",
             len(indicators),
