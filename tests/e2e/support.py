@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,4 +79,16 @@ def load(sandbox: Sandbox, n: int, seed: int = 1) -> list[dict[str, Any]]:
     return records
 
 
-__all__ = ["TODAY", "Result", "Sandbox", "load", "write_config"]
+__all__ = ["TODAY", "Result", "Sandbox", "load", "wait_for", "write_config"]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll ``cond`` (the controller is another process: there is no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import pytest
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
-from tests.e2e.support import TODAY, write_config
+from tests.e2e.support import TODAY, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,18 +34,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``cond`` (the controller is another process: there is no event to wait on)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
