@@ -1,0 +1,114 @@
+"""Controller pieces in-process: dry run, readiness, metrics, a failing source, bad events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from reconciler.config import load_settings
+from reconciler.controller import Controller
+from reconciler.errors import SourceError
+from reconciler.metrics import Metrics
+from reconciler.opencti.stream import StreamEvent
+from reconciler.sandbox.dataset import generate_indicators
+from reconciler.sandbox.defender import DefenderEmulator
+from reconciler.sandbox.opencti import OpenCTIEmulator
+from reconciler.wiring import open_engine
+from tests.e2e.support import TODAY
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[DefenderEmulator, OpenCTIEmulator]]:
+    with DefenderEmulator() as defender, OpenCTIEmulator() as opencti:
+        opencti.load(generate_indicators(120, seed=4, now=TODAY))
+        yield defender, opencti
+
+
+def settings_for(defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any) -> Any:
+    overrides = {
+        "opencti.url": opencti.url,
+        "opencti.token": opencti.token,
+        "connector.id": "c0ffee00-0000-4000-8000-000000000001",
+        "connector.live_stream_id": opencti.stream_id,
+        "microsoft_defender_intel.tenant_id": defender.tenant_id,
+        "microsoft_defender_intel.client_id": defender.client_id,
+        "microsoft_defender_intel.client_secret": defender.client_secret,
+        "microsoft_defender_intel.login_url": defender.login_url,
+        "microsoft_defender_intel.base_url": defender.url,
+        "microsoft_defender_intel.ca_bundle": defender.ca_file,
+        **extra,
+    }
+    return load_settings(None, env={}, overrides=overrides)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return float(value or 0.0)
+
+
+def test_dry_run_plans_and_counts_but_writes_nothing(servers: Any) -> None:
+    defender, opencti = servers
+    settings = settings_for(defender, opencti, **{"reconciler.dry_run": True})
+    metrics = Metrics()
+    with open_engine(settings, on_call=metrics.on_defender_call) as engine:
+        controller = Controller(settings, engine=engine, metrics=metrics)
+        assert controller.readiness()[0] is False
+        assert controller.full_reconcile("startup") is True
+        assert controller.readiness() == (True, "ok")
+    assert defender.counts().get("import", 0) == 0 and defender.indicators() == []
+    assert sample(metrics, "reconciler_planned_changes_total", action="create") > 50
+    assert sample(metrics, "reconciler_applied_changes_total", action="create") == 0
+    assert sample(metrics, "reconciler_dry_run") == 1
+    assert (
+        sample(metrics, "reconciler_defender_api_calls_total", endpoint="list", status="200") >= 1
+    )
+
+
+def test_failed_full_run_marks_not_ready_and_never_raises(servers: Any) -> None:
+    defender, opencti = servers
+    settings = settings_for(defender, opencti)
+    metrics = Metrics()
+    with open_engine(settings) as engine:
+        controller = Controller(settings, engine=engine, metrics=metrics)
+        assert controller.full_reconcile("startup") is True
+        assert controller.readiness()[0] is True
+
+        class Broken:
+            def list_indicators(self, **_: Any) -> list[dict[str, Any]]:
+                raise SourceError("OpenCTI listing failed on page 2")
+
+        engine.source = Broken()
+        assert controller.full_reconcile("schedule") is False
+        ready, why = controller.readiness()
+        assert not ready and "failed" in why
+    assert (
+        sample(metrics, "reconciler_reconcile_runs_total", trigger="schedule", result="error") == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"type": "indicator"},
+        {"type": "indicator", "pattern": "[ipv4-addr:value = '8.8.8.8'"},
+        {"type": "indicator", "id": "indicator--x", "pattern": None, "extensions": []},
+        {"type": "malware", "name": "x"},
+        {"type": "indicator", "extensions": {"x": 1}, "pattern": "' or 1 eq 1"},
+    ],
+    ids=["empty", "no-id", "broken-pattern", "wrong-types", "not-indicator", "hostile"],
+)
+def test_bad_stream_events_never_raise(servers: Any, data: dict[str, Any]) -> None:
+    defender, opencti = servers
+    settings = settings_for(defender, opencti)
+    with open_engine(settings) as engine:
+        controller = Controller(settings, engine=engine)
+        assert controller.full_reconcile("startup") is True
+        before = len(defender.indicators())
+        event = StreamEvent(id="1-0", event="create", data=data, envelope={"data": data})
+        controller.handle_events([event])
+        controller.handle_events([StreamEvent("2-0", "delete", data, {"data": data})])
+        assert len(defender.indicators()) == before
+        assert all(r.status < 400 for r in defender.requests)
