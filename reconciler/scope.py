@@ -67,9 +67,16 @@ class DesiredIndex:
         return self.full_state()
 
     def upsert(self, indicator: OpenCTIIndicator, *, now: datetime) -> set[IndicatorKey]:
-        """Replace one indicator's mapping; returns the keys affected (before and after)."""
-        before = self._drop(indicator.id)
+        """Replace one indicator's mapping; returns the keys affected (before and after).
+
+        An event that changes nothing in the desired state (a replay, or an update of a field
+        the mapping does not use) affects no key: stream replays cost no Defender call, and
+        drift on those keys is the scheduled full reconcile's job."""
         result = map_indicator(indicator, self.policy, now)
+        if self._results.get(indicator.id) == result:
+            return set()
+        before = self._drop(indicator.id)
+        self._read_skips.pop(indicator.id, None)
         self._set(indicator.id, result)
         return before | _keys(result)
 

@@ -81,3 +81,10 @@ def test_scoped_slice_equals_slice_of_full_state() -> None:
     keys = {key("203.0.113.3"), key("203.0.113.4")}
     sliced = index.state_for(keys)
     assert sliced.desired == {k: v for k, v in full.desired.items() if k in keys}
+
+
+def test_replayed_or_irrelevant_update_affects_nothing() -> None:
+    index = DesiredIndex(POLICY)
+    index.replace_all([ind("a", "203.0.113.1")], now=NOW)
+    assert index.upsert(ind("a", "203.0.113.1"), now=NOW) == set()
+    assert index.upsert(ind("a", "203.0.113.1", score=90), now=NOW) == {key("203.0.113.1")}
