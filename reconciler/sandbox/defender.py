@@ -855,6 +855,8 @@ class _Faults:
     latency: float = 0.0
     retry_after: int = 1
     endpoints: frozenset[str] = API_ENDPOINTS
+    p_timeout: float = 0.0
+    stall: float = 0.0
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
@@ -1291,11 +1293,18 @@ class DefenderEmulator:
         latency: float = 0.0,
         retry_after: int = 1,
         endpoints: list[str] | tuple[str, ...] | set[str] | None = None,
+        p_timeout: float = 0.0,
+        stall: float = 1.0,
     ) -> None:
-        """Random faults per matching request; re-seeds the RNG so a run is reproducible."""
+        """Random faults per matching request; re-seeds the RNG so a run is reproducible.
+
+        ``p_timeout``: the request waits ``stall`` seconds and is then served normally (a client
+        with a shorter timeout gives up first, while the write still happens, late)."""
         chosen = frozenset(endpoints) if endpoints is not None else API_ENDPOINTS
         with self._fault_lock:
-            self._faults = _Faults(p429, p500, p503, p_drop, latency, retry_after, chosen)
+            self._faults = _Faults(
+                p429, p500, p503, p_drop, latency, retry_after, chosen, p_timeout, stall
+            )
             self._rng = random.Random(self.seed)
 
     def force_responses(self, endpoint: str, statuses: list[int], retry_after: int = 1) -> None:
@@ -1381,7 +1390,7 @@ class DefenderEmulator:
             forced = queue.popleft() if queue else None
             faults = self._faults
             applies = forced is None and endpoint in faults.endpoints
-            chance = faults.p_drop + faults.p429 + faults.p500 + faults.p503
+            chance = faults.p_drop + faults.p429 + faults.p500 + faults.p503 + faults.p_timeout
             # Draw only when a fault is possible, so the sequence depends on matching calls only.
             draw = self._rng.random() if applies and chance > 0 else None
         if forced is not None:
@@ -1400,6 +1409,8 @@ class DefenderEmulator:
             edge += chance
             if draw < edge:
                 return self._fault(endpoint, status, faults.retry_after)
+        if draw < edge + faults.p_timeout:
+            time.sleep(faults.stall)
         return None
 
     def _fault(self, endpoint: str, status: int, retry_after: int) -> _Response:
