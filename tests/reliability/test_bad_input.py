@@ -25,6 +25,7 @@ from loguru import logger
 from reconciler.clock import FakeClock
 from reconciler.controller import Controller
 from reconciler.metrics import Metrics
+from reconciler.model import DefenderIndicator
 from reconciler.opencti.stream import STIX_EXT_OCTI, SSEParser, StreamEvent
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
@@ -371,3 +372,49 @@ def test_sse_parser_takes_any_lines(lines: list[str]) -> None:
     for line in lines:
         message = parser.feed(line)
         assert message is None or isinstance(message.data, str)
+
+
+def _hostile_records() -> list[dict[str, Any]]:
+    """Dataset records (loaded into the fake OpenCTI, read back through pycti) whose
+    patterns, names, descriptions and labels carry the hostile strings."""
+    records = generate_indicators(len(HOSTILE), seed=12, now=TODAY)
+    for record, text in zip(records, HOSTILE, strict=True):
+        url = f"https://hostile.badhost.net/{text}"
+        record["pattern"] = f"[url:value = '{_escape(url)}']"
+        record["main_observable_type"] = "Url"
+        record["observable_values"] = [{"type": "Url", "value": url}]
+        record["name"] = text
+        record["description"] = text
+        record["labels"] = [text[:50], "\r\n", "' or 1 eq 1"]
+        record["revoked"] = False
+    return records
+
+
+def test_hostile_records_through_the_real_listing_deploy_or_skip_cleanly() -> None:
+    with DefenderEmulator(rate_limits=False) as defender, OpenCTIEmulator() as opencti:
+        opencti.load(_hostile_records())
+        settings = settings_for(defender, opencti)
+        errors: list[str] = []
+        sink = logger.add(lambda m: errors.append(str(m)), level="ERROR", format="{message}")
+        try:
+            with open_engine(settings, clock=FakeClock(datetime.now(UTC))) as engine:
+                plan = engine.plan()
+                result = engine.apply(plan)
+                again = engine.plan()
+                # Scoped reads put each value into an OData $filter: one key, one row back
+                # (an unescaped quote would widen the filter or break it).
+                rows = [DefenderIndicator.from_raw(r) for r in defender.indicators()]
+                quoted = [i.key for i in rows if "'" in i.key.value]
+                assert len(quoted) >= 3, quoted
+                for key in quoted:
+                    found = engine.read_actual_for([key])
+                    assert [i.key for i in found.owned] == [key]
+                    assert found.non_owned_count == 0
+        finally:
+            logger.remove(sink)
+    assert errors == [] and result.failures == []
+    assert [r.status for r in defender.requests if r.status >= 400] == []
+    assert again.is_empty, again.summary
+    deployed = {r["indicatorValue"] for r in defender.indicators()}
+    assert "https://hostile.badhost.net/'or'1'eq'1" in deployed
+    assert all("\r" not in v and "\n" not in v for v in deployed)
