@@ -21,7 +21,9 @@ from loguru import logger
 
 from reconciler.clock import FakeClock
 from reconciler.controller import Controller
+from reconciler.defender.client import RetryPolicy
 from reconciler.engine import Engine
+from reconciler.errors import TransientError
 from reconciler.opencti.source import OpenCTISource
 from reconciler.opencti.state import MemoryStore
 from reconciler.opencti.stream import StreamConsumer, StreamEvent
@@ -269,3 +271,31 @@ def test_an_indicator_of_another_application_with_our_identity_is_never_written(
         assert defender.get(theirs["id"]) == theirs
         # And the run settles: the key is reported, not re-imported on every run.
         assert second.is_empty, second.summary
+
+
+def test_stall_fault_times_the_client_out_and_the_write_lands_late() -> None:
+    """The emulator knob the chaos relies on: ``p_timeout`` holds the request ``stall``
+    seconds, then serves it (the client gave up; the write still happens)."""
+    clock = FakeClock(datetime.now(UTC))
+    with DefenderEmulator(rate_limits=False, clock=clock) as defender:
+        client = short_timeout_client(defender, clock, timeout=0.1)
+        client.retry = RetryPolicy(max_attempts=1)
+        defender.set_faults(p_timeout=1.0, stall=0.4, endpoints=["import"])
+        body = {
+            "indicatorValue": "late.badhost.net",
+            "indicatorType": "DomainName",
+            "action": "Block",
+            "title": "late",
+            "description": "late",
+            "application": "opencti",
+            "generateAlert": True,
+        }
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="ReadTimeout"):
+            client.import_indicators([body])
+        assert time.monotonic() - started < 0.4
+        deadline = time.monotonic() + 5
+        while not defender.indicators() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.close()
+        assert [r["indicatorValue"] for r in defender.indicators()] == ["late.badhost.net"]
