@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import io
 import secrets
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +32,8 @@ from reconciler.errors import ReconcilerError
 from reconciler.logs import add_secret, configure_logging
 from reconciler.metrics import Metrics
 from reconciler.opencti.source import OpenCTISource
-from reconciler.opencti.stream import StreamEvent
+from reconciler.opencti.state import MemoryStore
+from reconciler.opencti.stream import StreamConsumer, StreamEvent
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
@@ -210,3 +213,41 @@ def test_controller_logs_and_metrics_show_no_secret(env: Env) -> None:
         for page in pages:
             env.assert_clean(page, "controller HTTP page")
         env.assert_clean(metrics.render().decode(), "metrics")
+
+
+def test_stream_consumer_logs_show_no_token(env: Env) -> None:
+    logs = io.StringIO()
+    configure_logging("debug", "json", secrets=[OPENCTI_TOKEN, WRONG_TOKEN], sink=logs)
+    for token in (WRONG_TOKEN, OPENCTI_TOKEN):
+        refused, connected = threading.Event(), threading.Event()
+
+        def on_status(
+            kind: str,
+            info: dict[str, Any],
+            refused: threading.Event = refused,
+            connected: threading.Event = connected,
+        ) -> None:
+            if kind == "error" and info.get("kind") == "http":
+                refused.set()
+            if kind == "connected":
+                connected.set()
+
+        consumer = StreamConsumer(
+            env.opencti.url,
+            token,
+            env.opencti.stream_id,
+            on_events=lambda events: None,
+            state=MemoryStore(),
+            on_status=on_status,
+            backoff_base=0.05,
+            backoff_cap=0.2,
+        )
+        consumer.start()
+        try:
+            wanted = refused if token == WRONG_TOKEN else connected
+            assert wanted.wait(10), f"stream never reached the expected state with {token[:9]}"
+        finally:
+            consumer.stop(timeout=5)
+    text = logs.getvalue()
+    assert "401" in text or "refused" in text.lower(), text[-1000:]
+    env.assert_clean(text, "stream consumer logs")
