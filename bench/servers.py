@@ -1,0 +1,204 @@
+"""The benchmark's sandbox process: both emulators plus a small loopback control endpoint.
+
+Owns: one Defender emulator (documented rate limits, scale 1.0) and one fake OpenCTI, started in
+*this* process so the reconciler under test (another process) shares nothing with them; a JSON
+control server on 127.0.0.1 that the bench driver uses to load datasets, read the Defender
+request log, make portal edits and emit stream events. Run: ``python -m bench.servers``; it
+prints one JSON line (the control URL) on stdout when ready.
+
+Must not: import anything from ``reconciler`` outside ``reconciler.sandbox`` (the emulators are
+the ground truth), or listen beyond loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from loguru import logger
+
+from reconciler.sandbox.dataset import generate_indicators
+from reconciler.sandbox.defender import DefenderEmulator
+from reconciler.sandbox.opencti import OpenCTIEmulator
+
+__all__ = ["Sandbox", "main"]
+
+
+def today() -> datetime:
+    """UTC midnight today: generated dates are relative to it (the expiry cap is 30 days)."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class Sandbox:
+    """The emulators and the operations the control endpoint exposes."""
+
+    def __init__(self) -> None:
+        self.defender = DefenderEmulator(rate_limits=True, rate_limit_scale=1.0).start()
+        self.opencti: OpenCTIEmulator | None = None
+        self._burst_seq = 0
+
+    def close(self) -> None:
+        if self.opencti is not None:
+            self.opencti.stop()
+        self.defender.stop()
+
+    # -- operations (each takes and returns JSON-able values) ---------------------------------
+
+    def setup(self, records: int, seed: int = 1) -> dict[str, Any]:
+        """A fresh tenant and a fresh OpenCTI holding ``records`` generated indicators."""
+        self.defender.reset()
+        if self.opencti is not None:
+            self.opencti.stop()
+        # Another seed than the dataset's: both draw ids from random.Random(seed), and a
+        # stream-created indicator must not reuse (and so replace) a loaded record's id.
+        self.opencti = OpenCTIEmulator(seed=seed + 7919).start()
+        self.opencti.load(generate_indicators(records, seed=seed, now=today()))
+        return self.info()
+
+    def info(self) -> dict[str, Any]:
+        emu, octi = self.defender, self.opencti
+        assert octi is not None, "setup first"
+        return {
+            "opencti": {"url": octi.url, "token": octi.token, "stream_id": octi.stream_id},
+            "defender": {
+                "tenant_id": emu.tenant_id,
+                "client_id": emu.client_id,
+                "client_secret": emu.client_secret,
+                "login_url": emu.login_url,
+                "base_url": emu.url,
+                "ca_bundle": emu.ca_file,
+            },
+        }
+
+    def rate_limits(self, enabled: bool) -> dict[str, Any]:
+        """Switch the documented limits on/off; either way start from an unspent budget."""
+        self.defender.rate_limits = enabled
+        self.defender.reset_rate_limits()
+        return {"rate_limits": enabled}
+
+    def counts(self) -> dict[str, Any]:
+        """Defender requests by endpoint since the last reset, and the rows the tenant holds."""
+        # ``_store`` is read directly: ``indicators()`` copies every row, too slow to poll.
+        with self.defender._lock:
+            rows = len(self.defender._store.rows)
+        return {"calls": dict(self.defender.counts()), "rows": rows}
+
+    def reset_log(self) -> dict[str, Any]:
+        self.defender.reset_log()
+        return {}
+
+    def drift(self, fraction: float, seed: int) -> dict[str, Any]:
+        """Portal edits on ``fraction`` of the rows (severity/action/title) and portal deletes
+        of another ``fraction`` (disjoint), chosen at random with ``seed``."""
+        rows = self.defender.indicators()
+        rng = random.Random(seed)
+        n = int(len(rows) * fraction)
+        picked = rng.sample(rows, 2 * n)
+        edits, deletes = picked[:n], picked[n:]
+        for i, row in enumerate(edits):
+            change: dict[str, Any]
+            if i % 3 == 0:
+                severity = "Low" if row.get("severity") != "Low" else "High"
+                change = {"severity": severity}
+            elif i % 3 == 1:
+                change = {"title": f"edited in the portal {i}"}
+            else:
+                change = {"description": "changed by an analyst"}
+            self.defender.update_indicator(row["id"], **change)
+        for row in deletes:
+            self.defender.delete_indicator(row["id"])
+        return {"edited": len(edits), "deleted": len(deletes), "rows_before": len(rows)}
+
+    def burst(self, n: int) -> dict[str, Any]:
+        """Create ``n`` deployable indicators in OpenCTI (each a stream ``create`` event)."""
+        assert self.opencti is not None, "setup first"
+        self._burst_seq += 1
+        for i in range(n):
+            digest = hashlib.sha256(f"burst-{self._burst_seq}-{i}".encode()).hexdigest()
+            self.opencti.create_indicator(
+                pattern=f"[file:hashes.'SHA-256' = '{digest}']", score=80, detection=True
+            )
+        return {"created": n}
+
+
+def _handler(sandbox: Sandbox, stop: threading.Event) -> type[BaseHTTPRequestHandler]:
+    routes: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+        "/setup": lambda a: sandbox.setup(int(a["records"]), int(a.get("seed", 1))),
+        "/info": lambda a: sandbox.info(),
+        "/rate_limits": lambda a: sandbox.rate_limits(bool(a["enabled"])),
+        "/counts": lambda a: sandbox.counts(),
+        "/reset_log": lambda a: sandbox.reset_log(),
+        "/drift": lambda a: sandbox.drift(float(a["fraction"]), int(a.get("seed", 1))),
+        "/burst": lambda a: sandbox.burst(int(a["n"])),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Status line + headers and body are two writes: without this each costs ~40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self._serve({})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            self._serve(json.loads(raw) if raw else {})
+
+        def _serve(self, args: dict[str, Any]) -> None:
+            status, payload = 200, {}
+            if self.path == "/shutdown":
+                stop.set()
+            elif self.path in routes:
+                try:
+                    payload = routes[self.path](args)
+                except Exception as exc:  # reported to the driver, which fails loudly
+                    status, payload = 500, {"error": repr(exc)}
+            else:
+                status, payload = 404, {"error": f"no route {self.path}"}
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def main() -> int:
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    sandbox = Sandbox()
+    stop = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(sandbox, stop))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    print(json.dumps({"control": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        sandbox.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
