@@ -209,6 +209,7 @@ class Controller:
             skipped=desired.skipped,
             expired_keys=desired.expired_keys,
             non_owned_count=self._non_owned + owned_outside,
+            held_by_others=actual.held_by_others,
             policy=self.engine.plan_policy,
             complete=True,
             scoped=True,

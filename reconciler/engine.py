@@ -8,7 +8,7 @@ the decisions live in ``mapping`` and ``plan`` (pure), the rendering in ``report
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,7 +27,14 @@ from reconciler.mapping import (
     indicator_from_graphql,
 )
 from reconciler.model import DefenderIndicator, IndicatorKey, RawIndicator, Skipped
-from reconciler.plan import Plan, PlanPolicy, build_plan, fingerprint_owned
+from reconciler.plan import (
+    ForeignIdentity,
+    Plan,
+    PlanPolicy,
+    build_plan,
+    fingerprint_owned,
+    foreign_identity,
+)
 
 __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "split_owned"]
 
@@ -50,10 +57,13 @@ class DefenderReader(DefenderWriter, Protocol):
 
 @dataclass(frozen=True)
 class ActualState:
-    """What Defender holds: the indicators we own, and how many others use the quota."""
+    """What Defender holds: the indicators we own, how many others use the quota, and the
+    identities other applications hold (``held_by_others``, see ``foreign_identity``): an
+    import of one of those would rewrite someone else's indicator."""
 
     owned: tuple[DefenderIndicator, ...]
     non_owned_count: int
+    held_by_others: Mapping[ForeignIdentity, str] = field(default_factory=dict)
 
 
 def split_owned(rows: Iterable[RawIndicator], tags: Sequence[str]) -> ActualState:
@@ -61,6 +71,7 @@ def split_owned(rows: Iterable[RawIndicator], tags: Sequence[str]) -> ActualStat
     of the rest. An owned row we cannot parse makes the listing unusable (never a hole)."""
     wanted = set(tags)
     owned: list[DefenderIndicator] = []
+    held: dict[ForeignIdentity, str] = {}
     others = 0
     for row in rows:
         if row.get("application") in wanted:
@@ -73,7 +84,12 @@ def split_owned(rows: Iterable[RawIndicator], tags: Sequence[str]) -> ActualStat
                 ) from exc
         else:
             others += 1
-    return ActualState(tuple(owned), others)
+            ident = foreign_identity(
+                row.get("indicatorType"), row.get("indicatorValue"), row.get("action")
+            )
+            if ident is not None:
+                held.setdefault(ident, str(row.get("application") or "(no application)"))
+    return ActualState(tuple(owned), others, held)
 
 
 class Engine:
@@ -172,6 +188,7 @@ class Engine:
             skipped=desired.skipped,
             expired_keys=desired.expired_keys,
             non_owned_count=actual.non_owned_count,
+            held_by_others=actual.held_by_others,
             policy=policy,
             complete=True,
         )
@@ -191,7 +208,7 @@ class Engine:
             rows.extend(self.defender.list_indicators(odata))
         state = split_owned(rows, self.ownership_tags)
         owned = tuple(i for i in state.owned if i.key in wanted)
-        return ActualState(owned, state.non_owned_count)
+        return ActualState(owned, state.non_owned_count, state.held_by_others)
 
     def apply(
         self,

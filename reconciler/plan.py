@@ -14,7 +14,13 @@ Actions, decided per key (indicatorType, indicatorValue):
 - ``expire``  owned, not desired, its OpenCTI indicator revoked or past its expiry;
 - ``delete``  owned, not desired (removed, or left the stream's filters), a duplicate owned
   copy of a key, or a desired key cut by the quota;
-- ``skip``    desired but not deployable (mapping's reason, or over the quota).
+- ``skip``    desired but not deployable (mapping's reason, over the quota, or another
+  application already holds the same type, value and action).
+
+Another application's indicator with a desired key's type, value (compared case-insensitively)
+and action is never overwritten: Defender upserts on (type, value, action), so importing that
+key would rewrite the other indicator. The key is skipped (``held_by_other_application``), takes
+no quota room, and an owned copy of it is deleted: the desired action is already in force.
 
 Quota: ``free = quota - non_owned`` (never below 0). When more keys are desired than fit, they
 are ranked by score (high first), then ``updated_at`` (newest first, unknown last), then key,
@@ -65,6 +71,7 @@ __all__ = [
     "OVERRIDE_FLAG",
     "Change",
     "ChangeAction",
+    "ForeignIdentity",
     "Guard",
     "Plan",
     "PlanPolicy",
@@ -73,7 +80,21 @@ __all__ = [
     "build_plan",
     "fingerprint_desired",
     "fingerprint_owned",
+    "foreign_identity",
 ]
+
+#: (indicatorType, casefolded indicatorValue, action) of an indicator another application holds.
+ForeignIdentity = tuple[str, str, str]
+
+
+def foreign_identity(type_: Any, value: Any, action: Any) -> ForeignIdentity | None:
+    """The identity Defender's upsert would match, in the loosest comparison we must assume
+    (value case is UNCONFIRMED, so case-insensitive). ``None`` for a row missing a part."""
+    parts = (type_, value, action)
+    if not all(isinstance(p, str) and p.strip() for p in parts):
+        return None
+    return (str(type_).strip(), str(value).strip().casefold(), str(action).strip())
+
 
 #: Bumped when a consumer of ``Plan.to_dict`` / the JSON report must change its parser.
 FORMAT_VERSION = "1"
@@ -125,6 +146,7 @@ class Reason(StrEnum):
     REVOKED = "revoked"  # expire
     EXPIRED = "expired"  # expire
     QUOTA = "quota"  # skip / delete: over the free room
+    HELD_BY_OTHER_APPLICATION = "held_by_other_application"  # skip / delete: see module doc
 
 
 @dataclass(frozen=True)
@@ -484,6 +506,7 @@ def build_plan(
     skipped: Iterable[Skipped] = (),
     expired_keys: Mapping[IndicatorKey, Skipped] | None = None,
     non_owned_count: int = 0,
+    held_by_others: Mapping[ForeignIdentity, str] | None = None,
     policy: PlanPolicy = PlanPolicy(),  # frozen, so a shared default is safe
     complete: bool = True,
     scoped: bool = False,
@@ -499,6 +522,9 @@ def build_plan(
     desired side is what a deleted indicator looks like); ``max_deletes`` still is. The
     caller passes the owned indicators outside the scope in ``non_owned_count`` so the quota
     stays right.
+
+    ``held_by_others`` maps ``foreign_identity`` of every non-owned indicator to its
+    ``application``; desired keys matching one are skipped, never imported.
     """
     want: dict[IndicatorKey, DesiredIndicator] = (
         dict(desired) if isinstance(desired, Mapping) else {d.key: d for d in desired}
@@ -507,6 +533,26 @@ def build_plan(
     expired = dict(expired_keys or {})
     ignore = frozenset(policy.ignore_fields)
     changes: list[Change] = []
+
+    # Keys another application holds with the desired action: never written, no quota room.
+    held: dict[IndicatorKey, DesiredIndicator] = {}
+    if held_by_others:
+        for key, d in list(want.items()):
+            ident = foreign_identity(key.type.value, key.value, d.action.value)
+            holder = held_by_others.get(ident) if ident is not None else None
+            if holder is None:
+                continue
+            held[key] = want.pop(key)
+            changes.append(
+                Change(
+                    ChangeAction.SKIP,
+                    key,
+                    opencti_ids=d.opencti_ids,
+                    after=d.to_body(),
+                    reason=Reason.HELD_BY_OTHER_APPLICATION.value,
+                    detail=f"application {holder!r} holds it with action {d.action.value}",
+                )
+            )
 
     # Quota: cut the lowest-ranked desired keys when they do not fit.
     free = max(0, policy.quota - non_owned_count)
@@ -595,6 +641,16 @@ def build_plan(
         for ind, ess in copies:
             if key in over:
                 changes.append(_delete(ind, ess, Reason.QUOTA.value, want[key].opencti_ids))
+            elif key in held:
+                changes.append(
+                    _delete(
+                        ind,
+                        ess,
+                        Reason.HELD_BY_OTHER_APPLICATION.value,
+                        held[key].opencti_ids,
+                        detail="another application's indicator holds the desired action",
+                    )
+                )
             elif key in expired:
                 why = expired[key]
                 expire_done.add((key, why.opencti_id))
@@ -646,7 +702,7 @@ def build_plan(
     changes.sort(key=Change.sort_key)
     deletes = sum(1 for c in changes if c.action in (ChangeAction.DELETE, ChangeAction.EXPIRE))
     creates = sum(1 for c in changes if c.action is ChangeAction.CREATE)
-    guards.extend(_guards(len(want), len(owned), deletes, policy, scoped=scoped))
+    guards.extend(_guards(len(want) + len(held), len(owned), deletes, policy, scoped=scoped))
     owned_after = len(owned) + creates - deletes
     quota = Quota(
         limit=policy.quota,

@@ -112,3 +112,27 @@ def test_bad_stream_events_never_raise(servers: Any, data: dict[str, Any]) -> No
         controller.handle_events([StreamEvent("2-0", "delete", data, {"data": data})])
         assert len(defender.indicators()) == before
         assert all(r.status < 400 for r in defender.requests)
+
+
+def test_stream_event_for_a_key_another_application_holds_is_not_imported(servers: Any) -> None:
+    """The scoped (stream) plan sees the other application's row in its by-value read."""
+    defender, opencti = servers
+    settings = settings_for(defender, opencti)
+    with open_engine(settings) as engine:
+        controller = Controller(settings, engine=engine)
+        assert controller.full_reconcile("startup") is True
+        theirs = defender.add_indicator(
+            indicatorValue="held.badhost.net",
+            indicatorType="DomainName",
+            action="Block",
+            application="Portal",
+            title="analyst's own block",
+        )
+        record = opencti.create_indicator(
+            pattern="[domain-name:value = 'held.badhost.net']", score=90
+        )
+        data = OpenCTIEmulator.stix_object(record)
+        imports = defender.counts().get("import", 0)
+        controller.handle_events([StreamEvent("9-0", "create", data, {"data": data})])
+        assert defender.counts().get("import", 0) == imports
+        assert defender.get(theirs["id"]) == theirs

@@ -21,6 +21,7 @@ from reconciler.plan import (
     PlanPolicy,
     build_plan,
     fingerprint_owned,
+    foreign_identity,
 )
 from tests.plan.factories import as_map, desired, golden_plan, owned
 
@@ -540,3 +541,73 @@ def test_skip_without_key_round_trips() -> None:
     )
     assert change.to_dict()["indicatorType"] is None
     assert Plan.from_dict(plan.to_dict()) == plan
+
+
+# -- keys another application holds ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("held", "expected"),
+    [
+        pytest.param(
+            ("DomainName", "shared.example", "Block"),
+            [(S, None, "held_by_other_application")],
+            id="same-type-value-action",
+        ),
+        pytest.param(
+            ("DomainName", "shared.example", "Audit"),
+            [(C, None, "not_in_defender")],
+            id="other-action-is-a-second-indicator",
+        ),
+        pytest.param(
+            ("Url", "shared.example", "Block"),
+            [(C, None, "not_in_defender")],
+            id="other-type",
+        ),
+    ],
+)
+def test_key_held_by_another_application(
+    held: tuple[str, str, str], expected: list[tuple[ChangeAction, str | None, str]]
+) -> None:
+    d = desired("shared.example", "DomainName")
+    plan = build_plan(as_map(d), [], held_by_others={held: "Portal"})
+    assert [(c.action, c.defender_id, c.reason) for c in plan.changes] == expected
+
+
+def test_held_key_compares_value_case_insensitively_and_takes_no_quota() -> None:
+    d = desired("shared.example", "DomainName")
+    other = desired("other.example", "DomainName")
+    ident = foreign_identity("DomainName", "SHARED.Example", "Block")
+    assert ident is not None
+    plan = build_plan(
+        as_map(d, other), [], held_by_others={ident: "Portal"}, policy=PlanPolicy(quota=1)
+    )
+    assert actions(plan) == [
+        ("create", "other.example", None, "not_in_defender"),
+        ("skip", "shared.example", None, "held_by_other_application"),
+    ]
+    skip = plan.changes[1]
+    assert "'Portal'" in skip.detail and skip.opencti_ids == d.opencti_ids
+    assert plan.quota.desired == 1
+
+
+def test_owned_copy_of_a_held_key_is_deleted_not_rewritten() -> None:
+    d = desired("shared.example", "DomainName")
+    ours = owned("9", d, action="Audit")
+    ident = foreign_identity("DomainName", "shared.example", "Block")
+    assert ident is not None
+    plan = build_plan(as_map(d), [ours], held_by_others={ident: "Portal"})
+    assert actions(plan) == [
+        ("delete", "shared.example", "9", "held_by_other_application"),
+        ("skip", "shared.example", None, "held_by_other_application"),
+    ]
+    assert not any(g.blocked for g in plan.guards)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [(None, "x", "Block"), ("DomainName", "", "Block"), ("DomainName", "x", 3)],
+    ids=["no-type", "empty-value", "non-string-action"],
+)
+def test_foreign_identity_of_an_incomplete_row_is_none(parts: tuple[Any, Any, Any]) -> None:
+    assert foreign_identity(*parts) is None

@@ -244,11 +244,6 @@ def _pos(position: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: plan/engine ignore non-owned rows holding a desired (type, value, action); the "
-    "import then rewrites the other application's indicator and is re-planned every run",
-)
 def test_an_indicator_of_another_application_with_our_identity_is_never_written() -> None:
     """Defender upserts on (type, value, action): importing a key that a portal indicator
     already holds with the same action would rewrite that portal indicator."""
