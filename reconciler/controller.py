@@ -31,6 +31,7 @@ from loguru import logger
 from reconciler.clock import Clock, SystemClock
 from reconciler.engine import ActualState, Engine
 from reconciler.errors import ReconcilerError
+from reconciler.gcpause import paused_gc
 from reconciler.mapping import OpenCTIIndicator, indicator_from_graphql, indicator_from_stix
 from reconciler.metrics import Metrics
 from reconciler.model import IndicatorKey, Skipped
@@ -101,12 +102,15 @@ class Controller:
                 return False
             start = time.monotonic()
             try:
-                rows = self.engine.source.list_indicators()
-                parsed: list[OpenCTIIndicator | Skipped] = [indicator_from_graphql(r) for r in rows]
-                desired = self.index.replace_all(parsed, now=self.clock.now())
-                actual = self.engine.read_actual()
-                self._non_owned = actual.non_owned_count
-                plan = self.engine.plan(desired=desired, actual=actual)
+                with paused_gc():  # reading and planning only; see reconciler.gcpause
+                    parsed: list[OpenCTIIndicator | Skipped] = self.engine.source.read_indicators(
+                        indicator_from_graphql
+                    )
+                    desired = self.index.replace_all(parsed, now=self.clock.now())
+                    del parsed
+                    actual = self.engine.read_actual()
+                    self._non_owned = actual.non_owned_count
+                    plan = self.engine.plan(desired=desired, actual=actual)
                 self._observe_plan(plan, drift=trigger == "schedule", skipped=desired.skipped)
                 self._apply(plan, owned_before=len(actual.owned), owned_outside=0)
             except ShutdownRequestedError:

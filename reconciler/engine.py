@@ -7,10 +7,10 @@ the decisions live in ``mapping`` and ``plan`` (pure), the rendering in ``report
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from reconciler.apply import ApplyResult, DefenderWriter, apply_plan
 from reconciler.clock import Clock, SystemClock
 from reconciler.defender.client import odata_quote
 from reconciler.errors import ListingError, StalePlanError
+from reconciler.gcpause import paused_gc
 from reconciler.mapping import (
     DesiredState,
     MappingPolicy,
@@ -38,6 +39,8 @@ from reconciler.plan import (
 
 __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "split_owned"]
 
+_T = TypeVar("_T")
+
 
 class DesiredSource(Protocol):
     """Where desired indicators come from (``OpenCTISource`` satisfies it)."""
@@ -46,6 +49,13 @@ class DesiredSource(Protocol):
         self, *, on_page: Callable[[int], None] | None = None
     ) -> list[dict[str, Any]]: ...
 
+    def read_indicators(
+        self,
+        parse: Callable[[dict[str, Any]], _T],
+        *,
+        on_page: Callable[[int], None] | None = None,
+    ) -> list[_T]: ...
+
 
 class DefenderReader(DefenderWriter, Protocol):
     """Reads and writes Defender (``DefenderClient`` satisfies it)."""
@@ -53,6 +63,10 @@ class DefenderReader(DefenderWriter, Protocol):
     def list_indicators(
         self, odata_filter: str | None = None, *, page_size: int = 10000
     ) -> list[RawIndicator]: ...
+
+    def iter_indicators(
+        self, odata_filter: str | None = None, *, page_size: int = 10000
+    ) -> Iterator[RawIndicator]: ...
 
 
 @dataclass(frozen=True)
@@ -144,10 +158,9 @@ class Engine:
                 report(f"reading OpenCTI indicators: {n:,}")
 
             report("reading OpenCTI indicators")
-        rows = self.source.list_indicators(on_page=on_page)
+        parsed = self.source.read_indicators(indicator_from_graphql, on_page=on_page)
         if progress is not None:
-            progress(f"mapping {len(rows):,} OpenCTI indicators")
-        parsed: list[OpenCTIIndicator | Skipped] = [indicator_from_graphql(r) for r in rows]
+            progress(f"mapping {len(parsed):,} OpenCTI indicators")
         return self.desired_from(parsed, now=now)
 
     def desired_from(
@@ -158,8 +171,8 @@ class Engine:
 
     def read_actual(self) -> ActualState:
         """List every active Defender indicator (one pass) and split owned from the rest."""
-        rows = self.defender.list_indicators()
-        return split_owned(rows, self.ownership_tags)
+        # Row by row: only one page of raw JSON is alive next to the parsed models.
+        return split_owned(self.defender.iter_indicators(), self.ownership_tags)
 
     # -- planning ------------------------------------------------------------------------
     def plan(
@@ -172,6 +185,16 @@ class Engine:
     ) -> Plan:
         """A full plan: desired state vs everything we own. ``progress`` gets a short text
         at each step (the CLI shows it as a spinner on a terminal)."""
+        with paused_gc():
+            return self._plan(desired, actual, allow_mass_delete, progress)
+
+    def _plan(
+        self,
+        desired: DesiredState | None,
+        actual: ActualState | None,
+        allow_mass_delete: bool,
+        progress: Callable[[str], None] | None,
+    ) -> Plan:
         desired = desired if desired is not None else self.read_desired(progress=progress)
         if actual is None:
             if progress is not None:

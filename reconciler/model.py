@@ -113,29 +113,40 @@ def parse_datetime(value: str | datetime | None) -> datetime | None:
     if isinstance(value, datetime):
         dt = value
     else:
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        # Python parses at most 6 fractional digits; Defender sends up to 7.
-        if "." in text:
-            head, _, rest = text.partition(".")
-            digits = ""
-            i = 0
-            while i < len(rest) and rest[i].isdigit():
-                digits += rest[i]
-                i += 1
-            text = head + ("." + digits[:6] if digits else "") + rest[i:]
-        dt = datetime.fromisoformat(text)
+        try:
+            # Fast path (Python 3.11+ reads ``Z`` and 7 fractional digits natively).
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            dt = _parse_lenient(value)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC).replace(microsecond=0)
+        return dt.replace(tzinfo=UTC, microsecond=0)
+    if dt.utcoffset():
+        dt = dt.astimezone(UTC)
+    return dt.replace(tzinfo=UTC, microsecond=0)
+
+
+def _parse_lenient(value: str) -> datetime:
+    """What ``fromisoformat`` refuses: surrounding blanks, a lowercase ``z``, more than six
+    fractional digits on older parsers."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = ""
+        i = 0
+        while i < len(rest) and rest[i].isdigit():
+            digits += rest[i]
+            i += 1
+        text = head + ("." + digits[:6] if digits else "") + rest[i:]
+    return datetime.fromisoformat(text)
 
 
 def format_datetime(value: datetime | None) -> str | None:
     """Render a timestamp the way we send it to Defender: ``YYYY-MM-DDTHH:MM:SSZ``."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 class _Wire(BaseModel):

@@ -149,7 +149,7 @@ class Reason(StrEnum):
     HELD_BY_OTHER_APPLICATION = "held_by_other_application"  # skip / delete: see module doc
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """One planned change to one key.
 

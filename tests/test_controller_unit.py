@@ -79,6 +79,9 @@ def test_failed_full_run_marks_not_ready_and_never_raises(servers: Any) -> None:
             def list_indicators(self, **_: Any) -> list[dict[str, Any]]:
                 raise SourceError("OpenCTI listing failed on page 2")
 
+            def read_indicators(self, *_: Any, **__: Any) -> list[Any]:
+                raise SourceError("OpenCTI listing failed on page 2")
+
         engine.source = Broken()
         assert controller.full_reconcile("schedule") is False
         ready, why = controller.readiness()

@@ -342,17 +342,25 @@ class DefenderClient:
     def list_indicators(
         self, odata_filter: str | None = None, *, page_size: int = MAX_PAGE_SIZE
     ) -> list[RawIndicator]:
-        """Every indicator matching ``odata_filter``, read whole or not at all.
+        """Every indicator matching ``odata_filter``, read whole or not at all (see
+        ``iter_indicators``)."""
+        return list(self.iter_indicators(odata_filter, page_size=page_size))
+
+    def iter_indicators(
+        self, odata_filter: str | None = None, *, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[RawIndicator]:
+        """The rows of ``list_indicators`` one page at a time, so a consumer that converts and
+        drops them holds one page of raw JSON, not the whole tenant. A consumer must treat what
+        it built as void when this raises (a listing with a hole must never reach the planner).
 
         Pages with explicit ``$top``/``$skip``; each page after the first starts one row early
         and that row must be the last one already seen, otherwise rows moved between pages and
-        ``ListingError`` is raised (a listing with a hole must never reach the planner). An
-        ``@odata.nextLink`` is followed when the server sends one.
+        ``ListingError`` is raised. An ``@odata.nextLink`` is followed when the server sends one.
         """
         if not 2 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be within 2..{MAX_PAGE_SIZE}, got {page_size}")
-        rows: list[RawIndicator] = []
         seen: set[str] = set()
+        last_id: str | None = None
         offset = 0
         next_link: str | None = None
         while True:
@@ -368,8 +376,9 @@ class DefenderClient:
                     params["$filter"] = odata_filter
                 response = self._request("list", "GET", self.resource_url, params=params)
             page, next_link = self._page(response)
+            del response
             if overlap:
-                if not page or str(page[0].get("id")) != str(rows[-1].get("id")):
+                if not page or str(page[0].get("id")) != last_id:
                     raise ListingError(
                         f"Defender listing: rows moved during listing (page at offset {offset} "
                         "does not continue the previous page); nothing acted on"
@@ -385,12 +394,17 @@ class DefenderClient:
                         "listing); nothing acted on"
                     )
                 seen.add(row_id)
-                rows.append(row)
-            offset = len(rows)
+            if new:
+                last_id = str(new[-1].get("id"))
+            offset += len(new)
+            full_page, got_new = len(page), bool(new)
+            del page
+            yield from new
+            del new
             if next_link is not None:
                 continue
-            if len(page) < page_size or not new:
-                return rows
+            if full_page < page_size or not got_new:
+                return
 
     def _page(self, response: httpx.Response) -> tuple[list[RawIndicator], str | None]:
         body = self._json(response, "GET list")

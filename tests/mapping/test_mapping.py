@@ -1192,3 +1192,48 @@ def test_policy_from_settings_rejects(section: dict[str, Any]) -> None:
 def test_mapping_is_a_pure_function(read: Reader, make_spec: MakeSpec) -> None:
     ind = read(make_spec(labels=["b", "a"]))
     assert map_indicator(ind, POLICY) == map_indicator(replace(ind), POLICY)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        POLICY,
+        MappingPolicy(
+            rbac_group_names=("SOC", "Tier 2"),
+            recommended_actions="Isolate the device",
+            educate_url="https://intranet.example/blocked",
+            expire_days=0,
+        ),
+    ],
+    ids=["defaults", "every-option"],
+)
+def test_mapped_specs_and_skips_equal_their_validated_twins(policy: MappingPolicy) -> None:
+    """Mapping builds specs and skips without validation (speed, memory): each must be exactly
+    what pydantic would have built, field by field and type by type."""
+    from reconciler.sandbox.dataset import generate_indicators
+    from reconciler.sandbox.opencti import OpenCTIEmulator
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    records = generate_indicators(600, seed=11, now=now)
+    specs: list[Any] = []
+    skips: list[Any] = []
+    for record in records:
+        parsed = indicator_from_graphql(OpenCTIEmulator.graphql_node(record))
+        assert isinstance(parsed, OpenCTIIndicator)
+        result = map_indicator(parsed, policy, now)
+        specs.extend(result.desired)
+        skips.extend(result.skipped)
+    assert len(specs) > 200 and {s.reason for s in skips} >= {
+        SkipReason.INVALID_VALUE,
+        SkipReason.EXPIRED,
+        SkipReason.REVOKED,
+    }
+    for built in [*specs, *skips]:
+        cls = type(built)
+        twin = cls(**{name: getattr(built, name) for name in cls.model_fields})
+        assert built == twin
+        for name in cls.model_fields:
+            mine, theirs = getattr(built, name), getattr(twin, name)
+            assert type(mine) is type(theirs), (name, mine, theirs)
+            if isinstance(mine, tuple):
+                assert [type(v) for v in mine] == [type(v) for v in theirs], name

@@ -278,6 +278,9 @@ class ServedRows:
     def list_indicators(self, *, on_page: Any = None) -> list[dict[str, Any]]:
         return [*self.base, *self.extra]
 
+    def read_indicators(self, parse: Any, *, on_page: Any = None) -> list[Any]:
+        return [parse(row) for row in self.list_indicators()]
+
 
 @dataclass
 class World:
