@@ -58,6 +58,7 @@ from reconciler.model import (
     Skipped,
     SkipReason,
     parse_datetime,
+    trusted_model,
 )
 
 __all__ = [
@@ -1068,8 +1069,10 @@ _SKIPPED_FIELDS: set[str] = set(Skipped.model_fields)
 def _skip(
     ind: OpenCTIIndicator, reason: SkipReason, detail: str, key: IndicatorKey | None = None
 ) -> Skipped:
-    return Skipped.model_construct(
-        _SKIPPED_FIELDS, opencti_id=ind.id, reason=reason, detail=detail, key=key, name=ind.name
+    return trusted_model(
+        Skipped,
+        _SKIPPED_FIELDS,
+        {"opencti_id": ind.id, "reason": reason, "detail": detail, "key": key, "name": ind.name},
     )
 
 
@@ -1159,24 +1162,27 @@ def _desired(
         if key.type is IndicatorType.URL and action in {Action.BLOCK, Action.WARN}
         else None
     )
-    return DesiredIndicator.model_construct(
+    return trusted_model(
+        DesiredIndicator,
         _DESIRED_FIELDS,
-        indicator_type=key.type,
-        indicator_value=key.value,
-        action=action,
-        severity=score_severity(ind.score),
-        title=_title(ind, key),
-        description=_description(ind),
-        application=policy.ownership_tag,
-        external_id=ind.id,
-        expiration_time=expires,
-        generate_alert=True if action is Action.AUDIT else policy.generate_alert,
-        rbac_group_names=tuple(sorted(set(policy.rbac_group_names))),
-        recommended_actions=policy.recommended_actions,
-        educate_url=educate,
-        score=max(ind.score or 0, 0),
-        updated_at=ind.updated_at,
-        opencti_ids=(ind.id,),
+        {
+            "indicator_type": key.type,
+            "indicator_value": key.value,
+            "action": action,
+            "severity": score_severity(ind.score),
+            "title": _title(ind, key),
+            "description": _description(ind),
+            "application": policy.ownership_tag,
+            "external_id": ind.id,
+            "expiration_time": expires,
+            "generate_alert": True if action is Action.AUDIT else policy.generate_alert,
+            "rbac_group_names": tuple(sorted(set(policy.rbac_group_names))),
+            "recommended_actions": policy.recommended_actions,
+            "educate_url": educate,
+            "score": max(ind.score or 0, 0),
+            "updated_at": ind.updated_at,
+            "opencti_ids": (ind.id,),
+        },
     )
 
 

@@ -1232,6 +1232,7 @@ def test_mapped_specs_and_skips_equal_their_validated_twins(policy: MappingPolic
         cls = type(built)
         twin = cls(**{name: getattr(built, name) for name in cls.model_fields})
         assert built == twin
+        assert list(built.__dict__) == list(twin.__dict__)
         for name in cls.model_fields:
             mine, theirs = getattr(built, name), getattr(twin, name)
             assert type(mine) is type(theirs), (name, mine, theirs)
