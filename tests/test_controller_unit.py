@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from reconciler.config import load_settings
 from reconciler.controller import Controller
 from reconciler.errors import SourceError
 from reconciler.metrics import Metrics
@@ -16,7 +15,7 @@ from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
 from reconciler.wiring import open_engine
-from tests.e2e.support import TODAY
+from tests.e2e.support import TODAY, settings_for
 
 
 @pytest.fixture
@@ -24,23 +23,6 @@ def servers() -> Iterator[tuple[DefenderEmulator, OpenCTIEmulator]]:
     with DefenderEmulator() as defender, OpenCTIEmulator() as opencti:
         opencti.load(generate_indicators(120, seed=4, now=TODAY))
         yield defender, opencti
-
-
-def settings_for(defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any) -> Any:
-    overrides = {
-        "opencti.url": opencti.url,
-        "opencti.token": opencti.token,
-        "connector.id": "c0ffee00-0000-4000-8000-000000000001",
-        "connector.live_stream_id": opencti.stream_id,
-        "microsoft_defender_intel.tenant_id": defender.tenant_id,
-        "microsoft_defender_intel.client_id": defender.client_id,
-        "microsoft_defender_intel.client_secret": defender.client_secret,
-        "microsoft_defender_intel.login_url": defender.login_url,
-        "microsoft_defender_intel.base_url": defender.url,
-        "microsoft_defender_intel.ca_bundle": defender.ca_file,
-        **extra,
-    }
-    return load_settings(None, env={}, overrides=overrides)
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

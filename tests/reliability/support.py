@@ -8,33 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.clock import Clock
-from reconciler.config import load_settings
 from reconciler.defender.auth import BearerAuth, TokenProvider
 from reconciler.defender.client import DefenderClient, RetryPolicy
 from reconciler.sandbox.defender import DefenderEmulator, RequestRecord
-from reconciler.sandbox.opencti import OpenCTIEmulator
+from tests.e2e.support import settings_for as settings_for  # shared; re-exported here
 
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 Key3 = tuple[str, str, str]
-
-
-def settings_for(defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any) -> Any:
-    """Validated settings for both emulators; ``extra`` are dotted overrides."""
-    overrides = {
-        "opencti.url": opencti.url,
-        "opencti.token": opencti.token,
-        "connector.id": "5e1f0000-0000-4000-8000-00000000c4a0",
-        "connector.live_stream_id": opencti.stream_id,
-        "microsoft_defender_intel.tenant_id": defender.tenant_id,
-        "microsoft_defender_intel.client_id": defender.client_id,
-        "microsoft_defender_intel.client_secret": defender.client_secret,
-        "microsoft_defender_intel.login_url": defender.login_url,
-        "microsoft_defender_intel.base_url": defender.url,
-        "microsoft_defender_intel.ca_bundle": defender.ca_file,
-        **extra,
-    }
-    return load_settings(None, env={}, overrides=overrides)
 
 
 def short_timeout_client(
