@@ -8,6 +8,7 @@ shared knowledge is the emulator's table of documented rate limits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -17,6 +18,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -155,6 +158,33 @@ def _proc_peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+@dataclass
+class _Service:
+    proc: subprocess.Popen[bytes]
+    exit_code: int | None = None
+
+
+@contextlib.contextmanager
+def _service(config: Path, log_path: Path, port: int) -> Iterator[_Service]:
+    """``reconciler run`` as its own process, ready (``/readyz`` 200) on entry, stopped with
+    SIGTERM on exit (its exit code kept, killed after 30 s)."""
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            reconciler_cmd("run", "--config", str(config)), cwd=ROOT, stdout=log, stderr=log
+        )
+        service = _Service(proc)
+        try:
+            _wait(lambda: _get(f"http://127.0.0.1:{port}/readyz") == 200, 120, "readiness")
+            yield service
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                service.exit_code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                service.exit_code = proc.wait()
+
+
 def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
     """The no-op reconcile as it recurs in production: ``reconciler run`` already in sync at
     15,000; ``runs`` scheduled full reconciles. Wall time per run from the controller's own
@@ -178,15 +208,11 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
     position = {"start_from": f"{int(time.time() * 1000)}-0"}
     (tmp / "noop-stream-state.json").write_text(json.dumps(position))
     ctl.call("/rate_limits", enabled=True)
-    log = (tmp / "noop-controller.log").open("w")
-    proc = subprocess.Popen(
-        reconciler_cmd("run", "--config", str(config)), cwd=ROOT, stdout=log, stderr=log
-    )
     metrics_url = f"http://127.0.0.1:{port}/metrics"
-    try:
-        _wait(lambda: _get(f"http://127.0.0.1:{port}/readyz") == 200, 120, "readiness")
+    with _service(config, tmp / "noop-controller.log", port) as service:
         ctl.call("/reset_log")
-        cpu_start = _proc_cpu(proc.pid)
+        pid = service.proc.pid
+        cpu_start = _proc_cpu(pid)
 
         def scheduled() -> float:
             with urllib.request.urlopen(metrics_url, timeout=5) as response:
@@ -200,22 +226,14 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
             f"{runs} scheduled reconciles",
             every=0.5,
         )
-        cpu = _proc_cpu(proc.pid) - cpu_start
-        peak = _proc_peak_rss_mb(proc.pid)
+        cpu = _proc_cpu(pid) - cpu_start
+        peak = _proc_peak_rss_mb(pid)
         with urllib.request.urlopen(metrics_url, timeout=5) as response:
             text = response.read().decode()
         count = _metric(text, "reconciler_reconcile_duration_seconds_count", trigger="schedule")
         total = _metric(text, "reconciler_reconcile_duration_seconds_sum", trigger="schedule")
         ok = _metric(text, "reconciler_reconcile_runs_total", trigger="schedule", result="success")
         calls = api_calls(ctl.call("/counts"))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
     return {
         "runs": int(count),
         "successful_runs": int(ok),
@@ -264,12 +282,8 @@ def stream_burst(ctl: Control, tmp: Path, n: int = 1_000) -> dict[str, Any]:
         state_path=str(tmp / "stream-state.json"),
     )
     ctl.call("/rate_limits", enabled=True)
-    log = (tmp / "controller.log").open("w")
-    proc = subprocess.Popen(
-        reconciler_cmd("run", "--config", str(config)), cwd=ROOT, stdout=log, stderr=log
-    )
-    try:
-        _wait(lambda: _get(f"http://127.0.0.1:{port}/readyz") == 200, 120, "readiness")
+    log_path = tmp / "controller.log"
+    with _service(config, log_path, port) as service:
         base = ctl.call("/counts")["rows"]
         # Let the stream connect and read to its head before the burst (no event to wait on).
         time.sleep(1.0)
@@ -280,20 +294,11 @@ def stream_burst(ctl: Control, tmp: Path, n: int = 1_000) -> dict[str, Any]:
         try:
             _wait(lambda: ctl.call("/counts")["rows"] >= base + n, 60, f"{n} burst indicators")
         except RuntimeError as exc:
-            log.flush()
-            text = (tmp / "controller.log").read_text()[-3000:]
+            text = log_path.read_text()[-3000:]
             state = ctl.call("/counts")
             raise RuntimeError(f"{state} base {base}; controller log:\n{text}") from exc
         elapsed = time.perf_counter() - start
         calls = api_calls(ctl.call("/counts"))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        log.close()
     return {
         "events": n,
         "base_rows": base,
@@ -301,7 +306,7 @@ def stream_burst(ctl: Control, tmp: Path, n: int = 1_000) -> dict[str, Any]:
         "seconds_until_all_in_defender": elapsed,
         "calls": calls,
         "import_calls": calls["import"],
-        "sigterm_exit_code": code,
+        "sigterm_exit_code": service.exit_code,
     }
 
 

@@ -543,16 +543,8 @@ def build_plan(
             if holder is None:
                 continue
             held[key] = want.pop(key)
-            changes.append(
-                Change(
-                    ChangeAction.SKIP,
-                    key,
-                    opencti_ids=d.opencti_ids,
-                    after=d.to_body(),
-                    reason=Reason.HELD_BY_OTHER_APPLICATION.value,
-                    detail=f"application {holder!r} holds it with action {d.action.value}",
-                )
-            )
+            note = f"application {holder!r} holds it with action {d.action.value}"
+            changes.append(_not_deployed(d, Reason.HELD_BY_OTHER_APPLICATION, note))
 
     # Quota: cut the lowest-ranked desired keys when they do not fit.
     free = max(0, policy.quota - non_owned_count)
@@ -561,16 +553,8 @@ def build_plan(
         ranked = sorted(want.values(), key=_rank)
         for d in ranked[free:]:
             over.add(d.key)
-            changes.append(
-                Change(
-                    ChangeAction.SKIP,
-                    d.key,
-                    opencti_ids=d.opencti_ids,
-                    after=d.to_body(),
-                    reason=Reason.QUOTA.value,
-                    detail=f"over the free room of {free} (score {d.score})",
-                )
-            )
+            note = f"over the free room of {free} (score {d.score})"
+            changes.append(_not_deployed(d, Reason.QUOTA, note))
 
     # Each essence is computed once: it is the bulk of the cost of a 15,000-indicator no-op.
     owned_ess = [(ind, ind.essence()) for ind in owned]
@@ -587,15 +571,7 @@ def build_plan(
             continue
         copies = by_key.get(key, [])
         if not copies:
-            changes.append(
-                Change(
-                    ChangeAction.CREATE,
-                    key,
-                    opencti_ids=d.opencti_ids,
-                    after=d.to_body(),
-                    reason=Reason.NOT_IN_DEFENDER.value,
-                )
-            )
+            changes.append(_not_deployed(d, Reason.NOT_IN_DEFENDER, action=ChangeAction.CREATE))
             continue
         same = [c for c in copies if c[1]["action"] == new["action"]]
         kept, old = min(same or copies, key=lambda c: _id_order(c[0].id))
@@ -721,6 +697,24 @@ def build_plan(
         owned_count=len(owned),
         fingerprint=_digest(_owned_line(i, e) for i, e in owned_ess),
         desired_fingerprint=_digest(desired_lines),
+    )
+
+
+def _not_deployed(
+    d: DesiredIndicator,
+    reason: Reason,
+    detail: str = "",
+    *,
+    action: ChangeAction = ChangeAction.SKIP,
+) -> Change:
+    """A desired key with no owned copy: created, or skipped for ``reason``."""
+    return Change(
+        action,
+        d.key,
+        opencti_ids=d.opencti_ids,
+        after=d.to_body(),
+        reason=reason.value,
+        detail=detail,
     )
 
 
