@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -121,3 +123,33 @@ def test_stream_event_for_a_key_another_application_holds_is_not_imported(server
         controller.handle_events([StreamEvent("9-0", "create", data, {"data": data})])
         assert defender.counts().get("import", 0) == imports
         assert defender.get(theirs["id"]) == theirs
+
+
+def test_readyz_over_http_flips_with_the_full_reconciles(servers: Any) -> None:
+    """503 before the first successful full reconcile, 200 after it, 503 after a failed one;
+    /healthz stays 200 throughout (the process is alive)."""
+    defender, opencti = servers
+    settings = settings_for(defender, opencti)
+
+    def get(port: int, path: str) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with open_engine(settings) as engine:
+        controller = Controller(settings, engine=engine)
+        controller.scheduler.start()  # /healthz reports the scheduler
+        try:
+            port = controller.start_http(host="127.0.0.1", port=0)
+            assert (get(port, "/readyz"), get(port, "/healthz")) == (503, 200)
+            assert controller.full_reconcile("startup") is True
+            assert get(port, "/readyz") == 200
+            opencti.fail_page(1)
+            assert controller.full_reconcile("schedule") is False
+            assert (get(port, "/readyz"), get(port, "/healthz")) == (503, 200)
+        finally:
+            if controller.http is not None:
+                controller.http.shutdown()
+            controller.scheduler.shutdown(wait=False)
