@@ -173,3 +173,34 @@ def test_from_settings_names_missing_credentials() -> None:
     section = SimpleNamespace(tenant_id="t", client_id=None, client_secret=None)
     with pytest.raises(ConfigError, match=r"client_id.*client_secret"):
         DefenderClient.from_settings(SimpleNamespace(microsoft_defender_intel=section))
+
+
+def test_configured_ca_bundle_wins_through_settings_and_wiring(
+    emu: DefenderEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path users take: ``microsoft_defender_intel.ca_bundle`` in the config, a foreign CA
+    in every CA environment variable, the client built by ``open_engine``."""
+    from reconciler.config import load_settings
+    from reconciler.wiring import open_engine
+
+    other = _foreign_ca(tmp_path)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.setenv(name, other)
+    settings = load_settings(
+        None,
+        env={"MICROSOFT_DEFENDER_INTEL_CA_BUNDLE": emu.ca_file},
+        overrides={
+            "opencti.url": "http://127.0.0.1:9",
+            "opencti.token": "unused-token",
+            "connector.id": "c0ffee00-0000-4000-8000-00000000ca00",
+            "connector.live_stream_id": "unused",
+            "microsoft_defender_intel.tenant_id": emu.tenant_id,
+            "microsoft_defender_intel.client_id": emu.client_id,
+            "microsoft_defender_intel.client_secret": emu.client_secret,
+            "microsoft_defender_intel.login_url": emu.login_url,
+            "microsoft_defender_intel.base_url": emu.url,
+        },
+    )
+    with open_engine(settings) as engine:
+        assert engine.read_actual().owned == ()
+    assert emu.counts()["token"] == 1 and emu.counts()["list"] == 1
