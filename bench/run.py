@@ -158,6 +158,23 @@ def _proc_peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _service_config(
+    ctl: Control, tmp: Path, name: str, *, desired: int, interval: int
+) -> tuple[Path, int]:
+    """A fresh dataset of about ``desired`` and a ``reconciler run`` config for it (its own
+    HTTP port and stream-state file ``<name>-stream-state.json``); returns (config, port)."""
+    info = ctl.call("/setup", records=RECORDS_FOR[desired], seed=SEED)
+    port = _free_port()
+    config = write_config(
+        tmp / f"config-{name}-run.yml",
+        info,
+        http_port=port,
+        interval_seconds=interval,
+        state_path=str(tmp / f"{name}-stream-state.json"),
+    )
+    return config, port
+
+
 @dataclass
 class _Service:
     proc: subprocess.Popen[bytes]
@@ -190,15 +207,7 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
     15,000; ``runs`` scheduled full reconciles. Wall time per run from the controller's own
     duration metric, CPU per run from /proc between readiness and the last run, peak RSS is
     the process's high-water mark over its whole life (start-up reconcile included)."""
-    info = ctl.call("/setup", records=RECORDS_FOR[15_000], seed=SEED)
-    port = _free_port()
-    config = write_config(
-        tmp / "config-noop-run.yml",
-        info,
-        http_port=port,
-        interval_seconds=10,
-        state_path=str(tmp / "noop-stream-state.json"),
-    )
+    config, port = _service_config(ctl, tmp, "noop", desired=15_000, interval=10)
     ctl.call("/rate_limits", enabled=False)
     setup = measure(reconciler_cmd("apply", "--config", str(config), "--no-color"))
     if setup.code != 0:
@@ -272,15 +281,7 @@ def _get(url: str) -> int:
 
 def stream_burst(ctl: Control, tmp: Path, n: int = 1_000) -> dict[str, Any]:
     """``reconciler run`` in sync with ~5,000 indicators; ``n`` creates arrive on the stream."""
-    info = ctl.call("/setup", records=RECORDS_FOR[5_000], seed=SEED)
-    port = _free_port()
-    config = write_config(
-        tmp / "config-run.yml",
-        info,
-        http_port=port,
-        interval_seconds=3600,
-        state_path=str(tmp / "stream-state.json"),
-    )
+    config, port = _service_config(ctl, tmp, "burst", desired=5_000, interval=3600)
     ctl.call("/rate_limits", enabled=True)
     log_path = tmp / "controller.log"
     with _service(config, log_path, port) as service:

@@ -31,8 +31,9 @@ def _calls(before: Counter[str], after: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(shown.items())) or "none"
 
 
-def demo_settings(defender: Any, opencti: Any) -> Any:
-    """Settings that point at the two running emulators."""
+def demo_settings(defender: Any, opencti: Any, **extra: Any) -> Any:
+    """Settings that point at the two running emulators (no file, no environment); ``extra``
+    are dotted overrides such as ``{"reconciler.dry_run": True}`` (the tests use it too)."""
     from reconciler.config import load_settings
 
     overrides: dict[str, Any] = {
@@ -48,6 +49,7 @@ def demo_settings(defender: Any, opencti: Any) -> Any:
         "microsoft_defender_intel.login_url": defender.login_url,
         "microsoft_defender_intel.base_url": defender.url,
         "microsoft_defender_intel.ca_bundle": defender.ca_file,
+        **extra,
     }
     return load_settings(None, env={}, overrides=overrides)
 

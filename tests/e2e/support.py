@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from reconciler.cli import main
-from reconciler.config import load_settings
+from reconciler.demo import demo_settings
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
@@ -23,22 +23,9 @@ TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def settings_for(defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any) -> Any:
-    """Validated settings for both emulators (no file, no environment); ``extra`` are dotted
-    overrides such as ``{"reconciler.dry_run": True}``."""
-    overrides = {
-        "opencti.url": opencti.url,
-        "opencti.token": opencti.token,
-        "connector.id": "5e1f0000-0000-4000-8000-00000000c4a0",
-        "connector.live_stream_id": opencti.stream_id,
-        "microsoft_defender_intel.tenant_id": defender.tenant_id,
-        "microsoft_defender_intel.client_id": defender.client_id,
-        "microsoft_defender_intel.client_secret": defender.client_secret,
-        "microsoft_defender_intel.login_url": defender.login_url,
-        "microsoft_defender_intel.base_url": defender.url,
-        "microsoft_defender_intel.ca_bundle": defender.ca_file,
-        **extra,
-    }
-    return load_settings(None, env={}, overrides=overrides)
+    """Validated settings for both emulators (the demo's, at the default log level); ``extra``
+    are dotted overrides such as ``{"reconciler.dry_run": True}``."""
+    return demo_settings(defender, opencti, **{"connector.log_level": "error", **extra})
 
 
 @dataclass

@@ -150,15 +150,12 @@ def test_update_changing_score_replaces_and_changes_severity(running: Running) -
     running.opencti.update_indicator(rec["id"], score=90)
 
     def replaced() -> dict[str, Any] | None:
-        row = running.owned_values().get("198.51.100.91")
-        return row if row and row["action"] == "Block" else None
+        # A replace imports the new indicator, then deletes the old id: wait for both steps.
+        same = [r for r in running.defender.indicators() if r["indicatorValue"] == "198.51.100.91"]
+        return same[0] if [r["action"] for r in same] == ["Block"] else None
 
-    row = wait_for(replaced, 10, "replace")
-    assert row["severity"] == "High"
-    same_value = [
-        r for r in running.defender.indicators() if r["indicatorValue"] == "198.51.100.91"
-    ]
-    assert len(same_value) == 1, "the old Alert indicator must be gone"
+    row = wait_for(replaced, 10, "replace: the Block indicator alone, the old Alert one gone")
+    assert row["severity"] == "High" and row["id"] != first["id"]
 
 
 def test_delete_event_removes_only_that_contribution(running: Running) -> None:
