@@ -45,10 +45,6 @@ _T = TypeVar("_T")
 class DesiredSource(Protocol):
     """Where desired indicators come from (``OpenCTISource`` satisfies it)."""
 
-    def list_indicators(
-        self, *, on_page: Callable[[int], None] | None = None
-    ) -> list[dict[str, Any]]: ...
-
     def read_indicators(
         self,
         parse: Callable[[dict[str, Any]], _T],

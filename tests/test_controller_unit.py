@@ -60,9 +60,6 @@ def test_failed_full_run_marks_not_ready_and_never_raises(servers: Any) -> None:
         assert controller.readiness()[0] is True
 
         class Broken:
-            def list_indicators(self, **_: Any) -> list[dict[str, Any]]:
-                raise SourceError("OpenCTI listing failed on page 2")
-
             def read_indicators(self, *_: Any, **__: Any) -> list[Any]:
                 raise SourceError("OpenCTI listing failed on page 2")
 

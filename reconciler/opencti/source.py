@@ -239,7 +239,6 @@ class OpenCTISource:
         for page in self.iter_pages(filters):
             pages += 1
             indicators.extend(parse(row) for row in page)
-            del page
             if on_page is not None:
                 on_page(len(indicators))
         logger.info(

@@ -275,11 +275,8 @@ class ServedRows:
         self.base = base
         self.extra: list[Any] = []
 
-    def list_indicators(self, *, on_page: Any = None) -> list[dict[str, Any]]:
-        return [*self.base, *self.extra]
-
     def read_indicators(self, parse: Any, *, on_page: Any = None) -> list[Any]:
-        return [parse(row) for row in self.list_indicators()]
+        return [parse(row) for row in [*self.base, *self.extra]]
 
 
 @dataclass
