@@ -25,7 +25,7 @@ from loguru import logger
 
 from reconciler.errors import AuthError, DefenderError
 from reconciler.model import RawIndicator
-from reconciler.plan import Change, ChangeAction, Plan
+from reconciler.plan import Change, ChangeKind, Plan
 
 __all__ = ["ApplyResult", "DefenderWriter", "ItemFailure", "apply_plan"]
 
@@ -67,7 +67,7 @@ class ItemFailure:
 
 @dataclass
 class ApplyResult:
-    """What an apply did: counts by action, failures, and what guards held back."""
+    """What an apply did: counts by change kind, failures, and what guards held back."""
 
     applied: Counter[str] = field(default_factory=Counter)
     failures: list[ItemFailure] = field(default_factory=list)
@@ -88,7 +88,7 @@ class ApplyResult:
             ("expire", "expired"),
         )
         verb = "Would apply" if self.dry_run else "Applied"
-        parts = [f"{self.applied.get(action, 0)} {label}" for action, label in labels]
+        parts = [f"{self.applied.get(kind, 0)} {label}" for kind, label in labels]
         text = f"{verb}: " + ", ".join(parts) + f"; {len(self.failures)} failed"
         if self.blocked_deletes:
             text += f"; {self.blocked_deletes} deletes held back by a guard"
@@ -116,11 +116,11 @@ def apply_plan(
     done and writes nothing. ``on_batch(step, n)`` is called after each write call (progress).
     """
     result = ApplyResult(dry_run=dry_run)
-    deletes = [c for c in plan.changes if c.action in (ChangeAction.DELETE, ChangeAction.EXPIRE)]
+    deletes = [c for c in plan.changes if c.kind in (ChangeKind.DELETE, ChangeKind.EXPIRE)]
     writes = [
         c
         for c in plan.changes
-        if c.action in (ChangeAction.CREATE, ChangeAction.UPDATE, ChangeAction.REPLACE)
+        if c.kind in (ChangeKind.CREATE, ChangeKind.UPDATE, ChangeKind.REPLACE)
     ]
     blocked = plan.deletes_blocked and not allow_mass_delete
     if blocked and deletes:
@@ -132,7 +132,7 @@ def apply_plan(
 
     if dry_run:
         for c in deletes + writes:
-            result.applied[c.action.value] += 1
+            result.applied[c.kind.value] += 1
         return result
 
     try:
@@ -173,7 +173,7 @@ def _delete(
             if change is None:
                 continue
             if out.ok:
-                result.applied[count_as or change.action.value] += 1
+                result.applied[count_as or change.kind.value] += 1
             else:
                 result.failures.append(ItemFailure(change, step, out.reason or "delete failed"))
 
@@ -204,10 +204,10 @@ def _write(
             if not out.ok:
                 result.failures.append(ItemFailure(change, "import", out.reason or "rejected"))
                 continue
-            if change.action is ChangeAction.REPLACE:
+            if change.kind is ChangeKind.REPLACE:
                 replaced_old.append(change)
             else:
-                result.applied[change.action.value] += 1
+                result.applied[change.kind.value] += 1
         if len(outcomes) < len(sent):
             for change in sent[len(outcomes) :]:
                 result.failures.append(ItemFailure(change, "import", "no result returned"))
@@ -220,5 +220,5 @@ def _write(
                 batch_size,
                 on_batch,
                 step="replace-delete",
-                count_as=ChangeAction.REPLACE.value,
+                count_as=ChangeKind.REPLACE.value,
             )

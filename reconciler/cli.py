@@ -216,7 +216,7 @@ def apply(
                 "applied": dict(result.applied),
                 "failed": [
                     {
-                        "action": f.change.action.value,
+                        "action": f.change.kind.value,
                         "indicatorType": f.change.key.type.value if f.change.key else None,
                         "indicatorValue": f.change.key.value if f.change.key else None,
                         "step": f.step,
@@ -232,7 +232,7 @@ def apply(
         else:
             sys.stdout.write("\n" + result.summary() + "\n")
             for f in result.failures[:50]:
-                sys.stdout.write(f"  ! {f.change.action.value} {f.change.key}: {f.reason}\n")
+                sys.stdout.write(f"  ! {f.change.kind.value} {f.change.key}: {f.reason}\n")
             if len(result.failures) > 50:
                 sys.stdout.write(f"  ... {len(result.failures) - 50} more failures\n")
         sys.stdout.flush()

@@ -79,7 +79,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
         with open_engine(settings, clock=clock) as engine:
             _heading(out, "1. reconciler plan (empty Defender tenant)", color)
             plan = engine.plan()
-            out.write(report.render_text(plan, color=color, limit_per_action=8))
+            out.write(report.render_text(plan, color=color, limit_per_kind=8))
 
             _heading(out, "2. reconciler apply", color)
             before = defender.counts()
@@ -90,7 +90,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
 
             _heading(out, "3. reconciler plan again (nothing to do)", color)
             plan = engine.plan()
-            out.write(report.render_text(plan, color=color, limit_per_action=8))
+            out.write(report.render_text(plan, color=color, limit_per_kind=8))
             ok &= plan.is_empty
 
             _heading(out, "4. drift: edits in the Defender portal and in OpenCTI", color)
@@ -133,7 +133,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
 
             _heading(out, "5. reconciler plan (shows exactly that drift)", color)
             plan = engine.plan()
-            out.write(report.render_text(plan, color=color, limit_per_action=8))
+            out.write(report.render_text(plan, color=color, limit_per_kind=8))
             ok &= not plan.is_empty
 
             _heading(out, "6. reconciler apply (repairs it)", color)
@@ -145,7 +145,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
 
             _heading(out, "7. reconciler plan (in sync again)", color)
             plan = engine.plan()
-            out.write(report.render_text(plan, color=color, limit_per_action=8))
+            out.write(report.render_text(plan, color=color, limit_per_kind=8))
             ok &= plan.is_empty
             soc_now = defender.get(soc["id"])
             ok &= soc_now is not None and soc_now.get("lastUpdatedBy") is None

@@ -5,7 +5,7 @@ indicators, mapping skips, the count of indicators other tools hold, a policy). 
 clock, does no I/O and prints nothing; the same inputs in any order give the same ``Plan``.
 Renderers (``report``) display a plan, ``apply`` executes it; neither re-diffs.
 
-Actions, decided per key (indicatorType, indicatorValue):
+Change kinds, decided per key (indicatorType, indicatorValue):
 
 - ``create``  desired, no owned copy in Defender;
 - ``update``  an owned copy with the same action differs in a managed field;
@@ -65,12 +65,12 @@ from reconciler.model import (
 )
 
 __all__ = [
-    "ACTION_ORDER",
+    "KIND_ORDER",
     "FORMAT_VERSION",
     "IGNORABLE_FIELDS",
     "OVERRIDE_FLAG",
     "Change",
-    "ChangeAction",
+    "ChangeKind",
     "ForeignIdentity",
     "Guard",
     "Plan",
@@ -106,7 +106,7 @@ OVERRIDE_FLAG = "--allow-mass-delete"
 IGNORABLE_FIELDS: tuple[str, ...] = tuple(f for f in MANAGED_FIELDS if f != "action")
 
 
-class ChangeAction(StrEnum):
+class ChangeKind(StrEnum):
     """What a change does to Defender (``skip`` does nothing and is listed for the record)."""
 
     CREATE = "create"
@@ -119,19 +119,19 @@ class ChangeAction(StrEnum):
     @property
     def destructive(self) -> bool:
         """Removes an indicator from Defender (replace deletes the old one)."""
-        return self in (ChangeAction.DELETE, ChangeAction.EXPIRE, ChangeAction.REPLACE)
+        return self in (ChangeKind.DELETE, ChangeKind.EXPIRE, ChangeKind.REPLACE)
 
 
 #: Sort order of changes within a plan (and of sections in reports).
-ACTION_ORDER: tuple[ChangeAction, ...] = (
-    ChangeAction.CREATE,
-    ChangeAction.UPDATE,
-    ChangeAction.REPLACE,
-    ChangeAction.EXPIRE,
-    ChangeAction.DELETE,
-    ChangeAction.SKIP,
+KIND_ORDER: tuple[ChangeKind, ...] = (
+    ChangeKind.CREATE,
+    ChangeKind.UPDATE,
+    ChangeKind.REPLACE,
+    ChangeKind.EXPIRE,
+    ChangeKind.DELETE,
+    ChangeKind.SKIP,
 )
-_ORDER = {a: i for i, a in enumerate(ACTION_ORDER)}
+_ORDER = {a: i for i, a in enumerate(KIND_ORDER)}
 
 
 class Reason(StrEnum):
@@ -159,7 +159,7 @@ class Change:
     OpenCTI indicator whose Defender key could not be worked out.
     """
 
-    action: ChangeAction
+    kind: ChangeKind
     key: IndicatorKey | None
     defender_id: str | None = None
     opencti_ids: tuple[str, ...] = ()
@@ -172,7 +172,7 @@ class Change:
     def sort_key(self) -> tuple[Any, ...]:
         t, v = (self.key.type.value, self.key.value) if self.key else ("", "")
         return (
-            _ORDER[self.action],
+            _ORDER[self.kind],
             t,
             v,
             _id_order(self.defender_id),
@@ -183,7 +183,7 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "action": self.action.value,
+            "action": self.kind.value,
             "indicatorType": self.key.type.value if self.key else None,
             "indicatorValue": self.key.value if self.key else None,
             "defender_id": self.defender_id,
@@ -200,7 +200,7 @@ class Change:
         t, v = data.get("indicatorType"), data.get("indicatorValue")
         key = IndicatorKey(IndicatorType(t), str(v)) if t is not None and v is not None else None
         return cls(
-            action=ChangeAction(data["action"]),
+            kind=ChangeKind(data["action"]),
             key=key,
             defender_id=data.get("defender_id"),
             opencti_ids=tuple(data.get("opencti_ids") or ()),
@@ -332,30 +332,30 @@ class Plan:
     _counts: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        counts = {a.value: 0 for a in ChangeAction}
+        counts = {a.value: 0 for a in ChangeKind}
         for change in self.changes:
-            counts[change.action.value] += 1
+            counts[change.kind.value] += 1
         counts["unchanged"] = self.unchanged
         # Frozen: counted once here, so reports asking often stay cheap.
         object.__setattr__(self, "_counts", counts)
 
     @property
     def summary(self) -> dict[str, int]:
-        """Counts per action plus ``unchanged`` (keys always present, fixed order)."""
+        """Counts per change kind plus ``unchanged`` (keys always present, fixed order)."""
         return dict(self._counts)
 
     @property
     def is_empty(self) -> bool:
         """Nothing would be written (skips are not writes)."""
-        return all(c.action is ChangeAction.SKIP for c in self.changes)
+        return all(c.kind is ChangeKind.SKIP for c in self.changes)
 
     @property
     def deletes_blocked(self) -> bool:
         """A guard holds this plan's deletes and expires back."""
         return any(g.blocked for g in self.guards)
 
-    def by_action(self, action: ChangeAction) -> tuple[Change, ...]:
-        return tuple(c for c in self.changes if c.action is action)
+    def by_kind(self, kind: ChangeKind) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.kind is kind)
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document (``report.render_json`` prints exactly this)."""
@@ -571,7 +571,7 @@ def build_plan(
             continue
         copies = by_key.get(key, [])
         if not copies:
-            changes.append(_not_deployed(d, Reason.NOT_IN_DEFENDER, action=ChangeAction.CREATE))
+            changes.append(_not_deployed(d, Reason.NOT_IN_DEFENDER, kind=ChangeKind.CREATE))
             continue
         same = [c for c in copies if c[1]["action"] == new["action"]]
         kept, old = min(same or copies, key=lambda c: _id_order(c[0].id))
@@ -583,7 +583,7 @@ def build_plan(
             before = _before(kept, old)
             changes.append(
                 Change(
-                    ChangeAction.REPLACE,
+                    ChangeKind.REPLACE,
                     key,
                     defender_id=kept.id,
                     opencti_ids=d.opencti_ids,
@@ -599,7 +599,7 @@ def build_plan(
             before = _before(kept, old)
             changes.append(
                 Change(
-                    ChangeAction.UPDATE,
+                    ChangeKind.UPDATE,
                     key,
                     defender_id=kept.id,
                     opencti_ids=d.opencti_ids,
@@ -636,7 +636,7 @@ def build_plan(
                         ess,
                         why.reason.value,
                         (why.opencti_id,),
-                        action=ChangeAction.EXPIRE,
+                        kind=ChangeKind.EXPIRE,
                         detail=why.detail,
                     )
                 )
@@ -649,7 +649,7 @@ def build_plan(
             continue
         changes.append(
             Change(
-                ChangeAction.SKIP,
+                ChangeKind.SKIP,
                 s.key,
                 opencti_ids=(s.opencti_id,),
                 reason=s.reason.value,
@@ -659,8 +659,8 @@ def build_plan(
 
     guards: list[Guard] = []
     if not complete:
-        withheld = [c for c in changes if c.action.destructive]
-        changes = [c for c in changes if not c.action.destructive]
+        withheld = [c for c in changes if c.kind.destructive]
+        changes = [c for c in changes if not c.kind.destructive]
         guards.append(
             Guard(
                 name="incomplete_read",
@@ -676,8 +676,8 @@ def build_plan(
         )
 
     changes.sort(key=Change.sort_key)
-    deletes = sum(1 for c in changes if c.action in (ChangeAction.DELETE, ChangeAction.EXPIRE))
-    creates = sum(1 for c in changes if c.action is ChangeAction.CREATE)
+    deletes = sum(1 for c in changes if c.kind in (ChangeKind.DELETE, ChangeKind.EXPIRE))
+    creates = sum(1 for c in changes if c.kind is ChangeKind.CREATE)
     guards.extend(_guards(len(want) + len(held), len(owned), deletes, policy, scoped=scoped))
     owned_after = len(owned) + creates - deletes
     quota = Quota(
@@ -705,11 +705,11 @@ def _not_deployed(
     reason: Reason,
     detail: str = "",
     *,
-    action: ChangeAction = ChangeAction.SKIP,
+    kind: ChangeKind = ChangeKind.SKIP,
 ) -> Change:
     """A desired key with no owned copy: created, or skipped for ``reason``."""
     return Change(
-        action,
+        kind,
         d.key,
         opencti_ids=d.opencti_ids,
         after=d.to_body(),
@@ -724,11 +724,11 @@ def _delete(
     reason: str,
     opencti_ids: tuple[str, ...],
     *,
-    action: ChangeAction = ChangeAction.DELETE,
+    kind: ChangeKind = ChangeKind.DELETE,
     detail: str = "",
 ) -> Change:
     return Change(
-        action,
+        kind,
         ind.key,
         defender_id=ind.id,
         opencti_ids=opencti_ids,

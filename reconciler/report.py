@@ -3,7 +3,7 @@
 Renderers only display what ``plan`` decided: they never diff, call an API, read the clock or
 decide anything. The JSON is ``Plan.to_dict`` as is (``format_version`` "1"), validated by
 ``plan.schema.json`` shipped next to this module. Large plans stay readable: changes are
-grouped by action, each group cut after ``limit_per_action`` with a count of what was left
+grouped by change kind, each group cut after ``limit_per_kind`` with a count of what was left
 out, skips are summarised by reason with a few examples.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from reconciler.plan import ACTION_ORDER, OVERRIDE_FLAG, Change, ChangeAction, Plan
+from reconciler.plan import KIND_ORDER, OVERRIDE_FLAG, Change, ChangeKind, Plan
 
 __all__ = [
     "PLAN_SCHEMA_PATH",
@@ -35,32 +35,32 @@ _SKIP_EXAMPLES = 3
 _MAX_IDS = 3
 
 _MARKERS = {
-    ChangeAction.CREATE: "+",
-    ChangeAction.UPDATE: "~",
-    ChangeAction.REPLACE: "-/+",
-    ChangeAction.EXPIRE: "-",
-    ChangeAction.DELETE: "-",
+    ChangeKind.CREATE: "+",
+    ChangeKind.UPDATE: "~",
+    ChangeKind.REPLACE: "-/+",
+    ChangeKind.EXPIRE: "-",
+    ChangeKind.DELETE: "-",
 }
 _VERBS = {
-    ChangeAction.CREATE: "will be created",
-    ChangeAction.UPDATE: "will be updated in place",
-    ChangeAction.REPLACE: "will be replaced",
-    ChangeAction.EXPIRE: "will be expired (deleted)",
-    ChangeAction.DELETE: "will be deleted",
+    ChangeKind.CREATE: "will be created",
+    ChangeKind.UPDATE: "will be updated in place",
+    ChangeKind.REPLACE: "will be replaced",
+    ChangeKind.EXPIRE: "will be expired (deleted)",
+    ChangeKind.DELETE: "will be deleted",
 }
 _GROUP_NOUNS = {
-    ChangeAction.CREATE: "to create",
-    ChangeAction.UPDATE: "to update",
-    ChangeAction.REPLACE: "to replace",
-    ChangeAction.EXPIRE: "to expire",
-    ChangeAction.DELETE: "to delete",
+    ChangeKind.CREATE: "to create",
+    ChangeKind.UPDATE: "to update",
+    ChangeKind.REPLACE: "to replace",
+    ChangeKind.EXPIRE: "to expire",
+    ChangeKind.DELETE: "to delete",
 }
 _ANSI = {
-    ChangeAction.CREATE: "32",  # green
-    ChangeAction.UPDATE: "33",  # yellow
-    ChangeAction.REPLACE: "35",  # magenta
-    ChangeAction.EXPIRE: "31",  # red
-    ChangeAction.DELETE: "31",  # red
+    ChangeKind.CREATE: "32",  # green
+    ChangeKind.UPDATE: "33",  # yellow
+    ChangeKind.REPLACE: "35",  # magenta
+    ChangeKind.EXPIRE: "31",  # red
+    ChangeKind.DELETE: "31",  # red
 }
 
 
@@ -118,7 +118,7 @@ def _field_pairs(change: Change) -> list[tuple[str, Any, Any]]:
 def _skip_groups(plan: Plan) -> list[tuple[str, list[Change]]]:
     """Skips by reason, biggest group first, then by name (stable)."""
     groups: dict[str, list[Change]] = {}
-    for change in plan.by_action(ChangeAction.SKIP):
+    for change in plan.by_kind(ChangeKind.SKIP):
         groups.setdefault(change.reason, []).append(change)
     return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
 
@@ -127,12 +127,12 @@ def _skip_groups(plan: Plan) -> list[tuple[str, list[Change]]]:
 
 
 def render_text(
-    plan: Plan, *, color: bool = False, width: int = 100, limit_per_action: int | None = 50
+    plan: Plan, *, color: bool = False, width: int = 100, limit_per_kind: int | None = 50
 ) -> str:
-    """Terraform-like text: one block per change, grouped by action, guards, summary line.
+    """Terraform-like text: one block per change, grouped by change kind, guards, summary line.
 
     ``color`` adds ANSI colours (the caller decides: TTY, ``NO_COLOR``, ``--no-color``);
-    ``limit_per_action`` caps each group (``None`` shows all)."""
+    ``limit_per_kind`` caps each group (``None`` shows all)."""
 
     def paint(code: str, text: str) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if color else text
@@ -147,16 +147,16 @@ def render_text(
             "Symbols: + create  ~ update  -/+ replace  - delete",
             "",
         ]
-    for action in ACTION_ORDER:
-        if action is ChangeAction.SKIP:
+    for kind in KIND_ORDER:
+        if kind is ChangeKind.SKIP:
             continue
-        group = plan.by_action(action)
-        shown = group if limit_per_action is None else group[:limit_per_action]
+        group = plan.by_kind(kind)
+        shown = group if limit_per_kind is None else group[:limit_per_kind]
         for change in shown:
             lines += _text_block(change, paint, width)
         if len(group) > len(shown):
             lines += [
-                f"  … {len(group) - len(shown):,} more {_GROUP_NOUNS[action]} not shown "
+                f"  … {len(group) - len(shown):,} more {_GROUP_NOUNS[kind]} not shown "
                 "(use --output json for all)",
                 "",
             ]
@@ -168,15 +168,15 @@ def render_text(
 
 
 def _text_block(change: Change, paint: Callable[[str, str], str], width: int) -> list[str]:
-    action = change.action
-    marker = paint(_ANSI[action], _MARKERS[action].rjust(3))
+    kind = change.kind
+    marker = paint(_ANSI[kind], _MARKERS[kind].rjust(3))
     where = f" (id {change.defender_id})" if change.defender_id else ""
-    head = f"{_VERBS[action]}{where}"
+    head = f"{_VERBS[kind]}{where}"
     key = _clip(_key_text(change), width - len(head) - 6)
     lines = [f"  # {key} {head}"]
 
     body = change.after or change.before or {}  # what will be there, else what goes
-    if action is ChangeAction.REPLACE:
+    if kind is ChangeKind.REPLACE:
         old = (change.before or {}).get("action")
         new = (change.after or {}).get("action")
         tag = f"(action {old} → {new})"
@@ -268,8 +268,8 @@ def _md(text: str, limit: int = _MD_CELL) -> str:
     return _clip(text, limit).translate(_MD_SPECIAL)
 
 
-def render_markdown(plan: Plan, *, limit_per_action: int | None = 100) -> str:
-    """Markdown for a ticket or pull request: summary table, guards, one table per action
+def render_markdown(plan: Plan, *, limit_per_kind: int | None = 100) -> str:
+    """Markdown for a ticket or pull request: summary table, guards, one table per change kind
     (folded in ``<details>`` when long), skips by reason."""
     s = plan.summary
     q = plan.quota
@@ -301,12 +301,12 @@ def render_markdown(plan: Plan, *, limit_per_action: int | None = 100) -> str:
             out += ["", f"Deletes are held back unless apply runs with `{OVERRIDE_FLAG}`."]
         out.append("")
 
-    for action in ACTION_ORDER:
-        if action is ChangeAction.SKIP:
+    for kind in KIND_ORDER:
+        if kind is ChangeKind.SKIP:
             continue
-        group = plan.by_action(action)
+        group = plan.by_kind(kind)
         if group:
-            out += _md_section(action, group, limit_per_action)
+            out += _md_section(kind, group, limit_per_kind)
     out += _md_skips(plan)
     out += ["`" + summary_line(plan) + "`", ""]
     return "\n".join(out)
@@ -325,10 +325,10 @@ def _md_rows(changes: Iterable[Change]) -> list[str]:
     return rows
 
 
-def _md_section(action: ChangeAction, group: tuple[Change, ...], limit: int | None) -> list[str]:
+def _md_section(kind: ChangeKind, group: tuple[Change, ...], limit: int | None) -> list[str]:
     shown = group if limit is None else group[:limit]
-    title = f"{len(group):,} {_GROUP_NOUNS[action]}"
-    out = [f"### {action.value.capitalize()} ({len(group):,})", ""]
+    title = f"{len(group):,} {_GROUP_NOUNS[kind]}"
+    out = [f"### {kind.value.capitalize()} ({len(group):,})", ""]
     table = _md_rows(shown)
     if len(group) > len(shown):
         table += ["", f"… {len(group) - len(shown):,} more not shown (see the JSON plan)."]

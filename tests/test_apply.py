@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.apply import apply_plan
 from reconciler.errors import AuthError, TransientError
-from reconciler.plan import ChangeAction, PlanPolicy, build_plan
+from reconciler.plan import ChangeKind, PlanPolicy, build_plan
 from tests.plan.factories import as_map, desired, owned
 
 
@@ -77,7 +77,7 @@ def test_replacement_rejected_keeps_old_indicator() -> None:
     rec = Recorder(reject={"203.0.113.9"})
     result = apply_plan(_plan(0, replace=True), rec)
     assert [c[0] for c in rec.calls] == ["import"]
-    assert [f.change.action for f in result.failures] == [ChangeAction.REPLACE]
+    assert [f.change.kind for f in result.failures] == [ChangeKind.REPLACE]
     assert not result.ok
 
 

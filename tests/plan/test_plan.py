@@ -16,7 +16,7 @@ from reconciler.model import (
 )
 from reconciler.plan import (
     Change,
-    ChangeAction,
+    ChangeKind,
     Plan,
     PlanPolicy,
     build_plan,
@@ -26,18 +26,18 @@ from reconciler.plan import (
 from tests.plan.factories import as_map, desired, golden_plan, owned
 
 C, U, R, D, E, S = (
-    ChangeAction.CREATE,
-    ChangeAction.UPDATE,
-    ChangeAction.REPLACE,
-    ChangeAction.DELETE,
-    ChangeAction.EXPIRE,
-    ChangeAction.SKIP,
+    ChangeKind.CREATE,
+    ChangeKind.UPDATE,
+    ChangeKind.REPLACE,
+    ChangeKind.DELETE,
+    ChangeKind.EXPIRE,
+    ChangeKind.SKIP,
 )
 
 
 def actions(plan: Plan) -> list[tuple[str, str, str | None, str]]:
     return [
-        (c.action.value, c.key.value if c.key else "", c.defender_id, c.reason)
+        (c.kind.value, c.key.value if c.key else "", c.defender_id, c.reason)
         for c in plan.changes
     ]
 
@@ -53,7 +53,7 @@ def test_create_when_not_in_defender() -> None:
     d = desired("203.0.113.45")
     plan = build_plan(as_map(d), [])
     (change,) = plan.changes
-    assert change.action is C
+    assert change.kind is C
     assert change.key == d.key
     assert change.defender_id is None
     assert change.after == d.to_body()
@@ -123,7 +123,7 @@ def test_update_on_each_managed_field(
     d = desired(**want)
     plan = build_plan(as_map(d), [owned("5", desired(), **have)])
     (change,) = plan.changes
-    assert change.action is U
+    assert change.kind is U
     assert change.fields == (field,)
     assert change.defender_id == "5"
     assert change.reason == "fields_changed"
@@ -203,7 +203,7 @@ def test_replace_on_action_change() -> None:
     d = desired(action="Block")
     plan = build_plan(as_map(d), [owned("7", d, action="Audit")])
     (change,) = plan.changes
-    assert change.action is R
+    assert change.kind is R
     assert change.defender_id == "7"
     assert change.reason == "action_changed"
     assert change.fields == ("action",)
@@ -224,7 +224,7 @@ def test_delete_when_not_in_opencti() -> None:
     gone = owned("3", desired("gone.example", "DomainName"))
     plan = build_plan({}, [gone], policy=PlanPolicy(allow_mass_delete=True))
     (change,) = plan.changes
-    assert (change.action, change.defender_id, change.reason) == (D, "3", "not_in_opencti")
+    assert (change.kind, change.defender_id, change.reason) == (D, "3", "not_in_opencti")
     assert change.after is None
     assert change.before is not None and change.before["indicatorValue"] == "gone.example"
 
@@ -241,7 +241,7 @@ def test_expire_when_revoked_or_expired(reason: SkipReason) -> None:
         expired_keys={old.key: why},
     )
     (change,) = plan.changes
-    assert change.action is E
+    assert change.kind is E
     assert change.reason == reason.value
     assert change.defender_id == "2"
     assert change.opencti_ids == ("indicator--old",)
@@ -254,7 +254,7 @@ def test_expired_key_still_desired_by_another_indicator_is_kept() -> None:
     d = desired("both.example", "DomainName")
     why = Skipped(opencti_id="indicator--rev", reason=SkipReason.REVOKED, key=d.key)
     plan = build_plan(as_map(d), [owned("1", d)], skipped=[why], expired_keys={d.key: why})
-    assert [c.action for c in plan.changes] == [S]
+    assert [c.kind for c in plan.changes] == [S]
     assert plan.unchanged == 1
 
 
@@ -286,7 +286,7 @@ def test_duplicates_keep_one(
     plan = build_plan(as_map(d), copies)
     dups = [c for c in plan.changes if c.reason == "duplicate"]
     assert sorted(c.defender_id or "" for c in dups) == sorted(deleted)
-    assert all(c.action is D for c in dups)
+    assert all(c.kind is D for c in dups)
     assert kept not in {c.defender_id for c in dups}
     others = [c for c in plan.changes if c.reason != "duplicate"]
     assert all(c.defender_id == kept for c in others)
@@ -321,9 +321,9 @@ def test_quota_cut_ranks_by_score_then_updated_at_then_key() -> None:
         (5, {"1", "2", "3", "4", "5"}),
     ]:
         plan = build_plan(as_map(*items), [], policy=PlanPolicy(quota=free))
-        created = {c.key.value.rsplit(".", 1)[1] for c in plan.changes if c.action is C and c.key}
+        created = {c.key.value.rsplit(".", 1)[1] for c in plan.changes if c.kind is C and c.key}
         assert created == kept, free
-        skipped = [c for c in plan.changes if c.action is S]
+        skipped = [c for c in plan.changes if c.kind is S]
         assert len(skipped) == len(items) - free
         assert {c.reason for c in skipped} == {"quota"}
         assert plan.quota.desired == len(items)
@@ -355,7 +355,7 @@ def test_non_owned_count_reduces_room() -> None:
 def test_no_room_at_all() -> None:
     plan = build_plan(as_map(desired()), [], non_owned_count=20_000)
     assert plan.quota.free == 0
-    assert [c.action for c in plan.changes] == [S]
+    assert [c.kind for c in plan.changes] == [S]
 
 
 # -- guards --------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def test_incomplete_read_drops_destructive_changes() -> None:
         complete=False,
         policy=PlanPolicy(allow_mass_delete=True),
     )
-    assert [c.action for c in plan.changes] == [C, U]
+    assert [c.kind for c in plan.changes] == [C, U]
     g = guard(plan, "incomplete_read")
     assert g.triggered and g.blocked and g.actual == 2
     assert plan.deletes_blocked  # no override for a partial read
@@ -487,7 +487,7 @@ def test_changes_sorted_by_action_then_key() -> None:
         [owned("5", desired("z.example", "DomainName")), owned("4", desired("192.0.2.9"))],
         policy=PlanPolicy(allow_mass_delete=True),
     )
-    assert [(c.action.value, c.key.value if c.key else "") for c in plan.changes] == [
+    assert [(c.kind.value, c.key.value if c.key else "") for c in plan.changes] == [
         ("create", "a.example"),
         ("create", "b.example"),
         ("create", "192.0.2.1"),
@@ -567,11 +567,11 @@ def test_skip_without_key_round_trips() -> None:
     ],
 )
 def test_key_held_by_another_application(
-    held: tuple[str, str, str], expected: list[tuple[ChangeAction, str | None, str]]
+    held: tuple[str, str, str], expected: list[tuple[ChangeKind, str | None, str]]
 ) -> None:
     d = desired("shared.example", "DomainName")
     plan = build_plan(as_map(d), [], held_by_others={held: "Portal"})
-    assert [(c.action, c.defender_id, c.reason) for c in plan.changes] == expected
+    assert [(c.kind, c.defender_id, c.reason) for c in plan.changes] == expected
 
 
 def test_held_key_compares_value_case_insensitively_and_takes_no_quota() -> None:

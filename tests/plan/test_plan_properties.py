@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.model import DefenderIndicator, DesiredIndicator, IndicatorKey
-from reconciler.plan import ChangeAction, Plan, PlanPolicy, build_plan
+from reconciler.plan import ChangeKind, Plan, PlanPolicy, build_plan
 from tests.plan.factories import desired, owned
 
 VALUES = [f"192.0.2.{i}" for i in range(8)]
@@ -41,11 +41,11 @@ owned_st = st.tuples(
 def apply_in_memory(plan: Plan, store: dict[str, DefenderIndicator], ids: Any) -> None:
     """What Defender does with the plan: deletes by id, import upserts on type+value+action."""
     for c in plan.changes:
-        if c.action in (ChangeAction.DELETE, ChangeAction.EXPIRE):
+        if c.kind in (ChangeKind.DELETE, ChangeKind.EXPIRE):
             assert c.defender_id is not None
             store.pop(c.defender_id, None)
     for c in plan.changes:
-        if c.action not in (ChangeAction.CREATE, ChangeAction.UPDATE, ChangeAction.REPLACE):
+        if c.kind not in (ChangeKind.CREATE, ChangeKind.UPDATE, ChangeKind.REPLACE):
             continue
         assert c.after is not None
         body = c.after
@@ -57,7 +57,7 @@ def apply_in_memory(plan: Plan, store: dict[str, DefenderIndicator], ids: Any) -
         ]
         new_id = same[0] if same else str(next(ids))
         store[new_id] = DefenderIndicator.from_raw({**body, "id": new_id})
-        if c.action is ChangeAction.REPLACE:
+        if c.kind is ChangeKind.REPLACE:
             assert c.defender_id is not None
             store.pop(c.defender_id, None)
 
@@ -80,7 +80,7 @@ def test_apply_then_replan_is_empty(
     first = build_plan(want, store.values(), policy=policy)
     apply_in_memory(first, store, itertools.count(1000))
     second = build_plan(want, store.values(), policy=policy)
-    assert second.is_empty, [c for c in second.changes if c.action is not ChangeAction.SKIP]
+    assert second.is_empty, [c for c in second.changes if c.kind is not ChangeKind.SKIP]
     assert second.summary["skip"] == first.summary["skip"]
     assert len(store) == min(len(want), quota)
     assert first.quota.used_after == len(store)

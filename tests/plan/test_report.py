@@ -14,7 +14,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from reconciler.model import Skipped, SkipReason
-from reconciler.plan import ChangeAction, Plan, PlanPolicy, build_plan
+from reconciler.plan import ChangeKind, Plan, PlanPolicy, build_plan
 from reconciler.report import (
     PLAN_SCHEMA_PATH,
     load_plan_schema,
@@ -59,7 +59,7 @@ def test_empty_plan_text_golden() -> None:
 
 def test_golden_plan_has_every_action_guard_and_skip(sample_plan: Plan) -> None:
     # The golden files only prove something if the plan behind them covers everything.
-    assert {c.action for c in sample_plan.changes} == set(ChangeAction)
+    assert {c.kind for c in sample_plan.changes} == set(ChangeKind)
     assert sample_plan.deletes_blocked
     assert {c.reason for c in sample_plan.changes} >= {
         "not_in_defender",
@@ -141,7 +141,7 @@ def big_plan(n_create: int = 300, n_delete: int = 200) -> Plan:
 
 def test_text_truncates_large_groups() -> None:
     plan = big_plan()
-    text = render_text(plan, limit_per_action=50)
+    text = render_text(plan, limit_per_kind=50)
     assert text.count(" will be created") == 50
     assert text.count(" will be deleted") == 50
     assert "… 250 more to create not shown (use --output json for all)" in text
@@ -150,7 +150,7 @@ def test_text_truncates_large_groups() -> None:
     assert "… 37 more" in text
     assert text.rstrip().endswith("40 skipped; quota 300/15,000")
     assert "max_deletes: 200 deletes exceed max_deletes 100" in text
-    full = render_text(plan, limit_per_action=None)
+    full = render_text(plan, limit_per_kind=None)
     assert full.count(" will be created") == 300
     assert "not shown" not in full
 
@@ -248,7 +248,7 @@ def test_markdown_escapes_table_cells() -> None:
 
 
 def test_markdown_folds_and_truncates_long_groups() -> None:
-    md = render_markdown(big_plan(), limit_per_action=100)
+    md = render_markdown(big_plan(), limit_per_kind=100)
     assert "<details><summary>300 to create</summary>" in md
     assert "… 200 more not shown (see the JSON plan)." in md
     assert md.count("| IpAddress | 192.0.") == 100
