@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from reconciler.errors import ConfigError, excerpt
-from reconciler.model import MANAGED_FIELDS, Action
+from reconciler.model import IGNORABLE_FIELDS, Action
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -56,9 +56,6 @@ DEFAULT_CONFIG_FILE = "config.yml"
 
 #: What a secret is shown as in ``Settings.redacted()``.
 MASK = "********"
-
-#: Managed fields a user may tell the diff to ignore (the action is the identity: never).
-IGNORABLE_FIELDS: tuple[str, ...] = tuple(f for f in MANAGED_FIELDS if f != "action")
 
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "IGNORABLE_FIELDS",
     "MANAGED_FIELDS",
     "SERVER_FIELDS",
     "Action",
@@ -88,6 +89,10 @@ MANAGED_FIELDS: tuple[str, ...] = (
     "educateUrl",
     "externalId",
 )
+
+#: Managed fields ``reconciler.ignore_fields`` may name: every one but ``action``, which is
+#: part of Defender's identity of an indicator and so never ignorable.
+IGNORABLE_FIELDS: tuple[str, ...] = tuple(f for f in MANAGED_FIELDS if f != "action")
 
 #: Wire names Defender manages itself; never compared, never sent.
 SERVER_FIELDS: tuple[str, ...] = (

@@ -55,6 +55,7 @@ from deepdiff import DeepDiff
 
 from reconciler.errors import ConfigError
 from reconciler.model import (
+    IGNORABLE_FIELDS,
     MANAGED_FIELDS,
     DefenderIndicator,
     DesiredIndicator,
@@ -65,9 +66,9 @@ from reconciler.model import (
 )
 
 __all__ = [
-    "KIND_ORDER",
     "FORMAT_VERSION",
     "IGNORABLE_FIELDS",
+    "KIND_ORDER",
     "OVERRIDE_FLAG",
     "Change",
     "ChangeKind",
@@ -101,9 +102,6 @@ FORMAT_VERSION = "1"
 
 #: The command-line flag that lifts the mass-deletion guards (named in guard messages).
 OVERRIDE_FLAG = "--allow-mass-delete"
-
-#: Managed fields that ``ignore_fields`` may name; ``action`` is identity, never ignorable.
-IGNORABLE_FIELDS: tuple[str, ...] = tuple(f for f in MANAGED_FIELDS if f != "action")
 
 
 class ChangeKind(StrEnum):
