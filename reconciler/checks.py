@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
 
-from reconciler.errors import AuthError, ReconcilerError
+from reconciler.errors import ReconcilerError
+
+if TYPE_CHECKING:
+    from reconciler.config import Settings
 
 __all__ = ["run_checks"]
 
@@ -54,10 +57,10 @@ def run_checks(config: Path | None, *, out: IO[str]) -> int:
     return 0 if all(results) else 1
 
 
-def _check_opencti(settings: Any, out: IO[str]) -> bool:
-    from reconciler.opencti.source import OpenCTISource
+def _check_opencti(settings: Settings, out: IO[str]) -> bool:
+    from reconciler.wiring import opencti_source
 
-    source = OpenCTISource.from_settings(settings)
+    source = opencti_source(settings)
 
     def stream() -> str:
         filters = source.stream_filters()
@@ -76,11 +79,11 @@ def _check_opencti(settings: Any, out: IO[str]) -> bool:
     return ok
 
 
-def _check_defender(settings: Any, out: IO[str]) -> bool:
-    from reconciler.defender.client import DefenderClient
+def _check_defender(settings: Settings, out: IO[str]) -> bool:
+    from reconciler.wiring import defender_client
 
     mdi = settings.microsoft_defender_intel
-    client = DefenderClient.from_settings(settings)
+    client = defender_client(settings)
     try:
 
         def token() -> str:
@@ -107,8 +110,5 @@ def _check_defender(settings: Any, out: IO[str]) -> bool:
         hint = "grant the application permission Ti.ReadWrite.All and admin consent"
         _line(out, ok_list, "Defender list permission", detail, hint)
         return ok_list
-    except AuthError as exc:  # pragma: no cover - _attempt catches it; kept for clarity
-        _line(out, False, "Defender", str(exc))
-        return False
     finally:
         client.close()

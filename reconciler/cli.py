@@ -16,12 +16,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+
+if TYPE_CHECKING:  # imported lazily at run time: `reconciler --help` stays fast
+    from reconciler.config import Settings
+    from reconciler.plan import Plan
 
 __all__ = ["app", "main"]
 
@@ -97,16 +101,12 @@ def _guarded(debug: bool, body: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
-def _load(config: Path | None, *, overrides: dict[str, Any] | None = None) -> Any:
+def _load(config: Path | None) -> Settings:
     from reconciler.config import load_settings
-    from reconciler.logs import configure_logging
+    from reconciler.wiring import configure_logs
 
-    settings = load_settings(config, overrides=overrides)
-    configure_logging(
-        settings.connector.log_level,
-        settings.reconciler.log_format,
-        secrets=settings.secrets(),
-    )
+    settings = load_settings(config)
+    configure_logs(settings)
     return settings
 
 
@@ -125,7 +125,7 @@ def _progress() -> Iterator[Callable[[str], None] | None]:
         yield lambda text: bar.update(task, description=text)
 
 
-def _render(plan: Any, output: Output, *, color: bool) -> str:
+def _render(plan: Plan, output: Output, *, color: bool) -> str:
     from reconciler import report
 
     if output is Output.json:
@@ -208,8 +208,7 @@ def apply(
                     the_plan = engine.plan(allow_mass_delete=allow_mass_delete, progress=progress)
             if output is not Output.json:
                 sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))
-            dry = bool(settings.reconciler.dry_run)
-            result = engine.apply(the_plan, allow_mass_delete=allow_mass_delete, dry_run=dry)
+            result = engine.apply(the_plan, allow_mass_delete=allow_mass_delete)
         if output is Output.json:
             doc = json.loads(_render(the_plan, Output.json, color=False))
             doc["apply"] = {
@@ -262,10 +261,9 @@ def run(config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Run the controller: scheduled full reconciles + live-stream trigger + health/metrics."""
 
     def body() -> int:
-        from reconciler.controller import run_controller
+        from reconciler.service import run_service
 
-        settings = _load(config)
-        return run_controller(settings)
+        return run_service(_load(config))
 
     _exit(_guarded(debug, body))
 

@@ -32,6 +32,7 @@ from pydantic import (
     field_validator,
 )
 
+from reconciler import defaults
 from reconciler.errors import ConfigError, excerpt
 from reconciler.model import IGNORABLE_FIELDS, Action
 
@@ -345,7 +346,7 @@ class DefenderSection(_Section):
         accepted="a path starting with '/'",
     )
     expire_time: int = _setting(
-        30,
+        defaults.EXPIRE_DAYS,
         "Longest lifetime of a deployed indicator, in days from its OpenCTI timestamp "
         "(0 = no cap).",
         env="MICROSOFT_DEFENDER_INTEL_EXPIRE_TIME",
@@ -378,7 +379,7 @@ class DefenderSection(_Section):
         accepted="the path of an existing PEM file",
     )
     ownership_tag: NonEmpty = _setting(
-        "opencti",
+        defaults.OWNERSHIP_TAG,
         "Defender 'application' value marking indicators this reconciler owns; it only ever "
         "changes or deletes those.",
         env="MICROSOFT_DEFENDER_INTEL_OWNERSHIP_TAG",
@@ -421,7 +422,7 @@ class ReconcilerSection(_Section):
     """``reconciler:`` — the sync loop: schedule, safety guards, quota, metrics, logs."""
 
     interval_seconds: int = _setting(
-        300,
+        defaults.INTERVAL_SECONDS,
         "Seconds between two scheduled full reconciles.",
         env="RECONCILER_INTERVAL_SECONDS",
         accepted="a whole number of seconds >= 10",
@@ -434,14 +435,14 @@ class ReconcilerSection(_Section):
         accepted=f"a boolean ({_BOOL_WORDS})",
     )
     max_deletes: int = _setting(
-        1000,
+        defaults.MAX_DELETES,
         "Most deletes one run may do without an explicit override.",
         env="RECONCILER_MAX_DELETES",
         accepted="a whole number >= 0",
         ge=0,
     )
     max_delete_ratio: float = _setting(
-        0.5,
+        defaults.MAX_DELETE_RATIO,
         "Largest share of the owned indicators one run may delete without an override.",
         env="RECONCILER_MAX_DELETE_RATIO",
         accepted="a number from 0 to 1",
@@ -449,12 +450,12 @@ class ReconcilerSection(_Section):
         le=1.0,
     )
     quota: int = _setting(
-        15000,
+        defaults.QUOTA,
         "Active indicators allowed in the tenant (Defender's limit, shared with other tools).",
         env="RECONCILER_QUOTA",
-        accepted="a whole number from 1 to 15000",
+        accepted=f"a whole number from 1 to {defaults.QUOTA}",
         ge=1,
-        le=15000,
+        le=defaults.QUOTA,
     )
     ignore_fields: Annotated[Names, AfterValidator(_check_ignorable)] = _setting(
         (),

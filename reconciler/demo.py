@@ -9,9 +9,14 @@ exactly that drift → apply → plan (no changes). Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 from collections import Counter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from reconciler.clock import SystemClock
+
+if TYPE_CHECKING:
+    from reconciler.config import Settings
+    from reconciler.sandbox.defender import DefenderEmulator
+    from reconciler.sandbox.opencti import OpenCTIEmulator
 
 __all__ = ["run_demo"]
 
@@ -31,7 +36,7 @@ def _calls(before: Counter[str], after: Counter[str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(shown.items())) or "none"
 
 
-def demo_settings(defender: Any, opencti: Any, **extra: Any) -> Any:
+def demo_settings(defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra: Any) -> Settings:
     """Settings that point at the two running emulators (no file, no environment); ``extra``
     are dotted overrides such as ``{"reconciler.dry_run": True}`` (the tests use it too)."""
     from reconciler.config import load_settings

@@ -1,15 +1,23 @@
-"""One reconcile pass, wired: read OpenCTI (desired) and Defender (actual), map, plan, apply.
+"""Every reconcile, full or scoped, goes through here: read → map → plan → guards → apply.
 
-The CLI (``plan``/``apply``), the scheduled full run and the stream's scoped runs all go
-through here, so they share mapping, plan, guards and apply. This module orchestrates I/O;
-the decisions live in ``mapping`` and ``plan`` (pure), the rendering in ``report``.
+- ``reconcile_full`` (the scheduled run, ``reconciler apply``): list every indicator the
+  stream's filters select, map them, list Defender, plan, apply.
+- ``reconcile_ids`` (the live stream): a stream event only says *which* OpenCTI indicators to
+  look at again. Those ids are re-read from OpenCTI through the stream's own filters, mapped by
+  the same code as the full run and planned for the keys they affect (the keys they map to now
+  and the keys they mapped to before, from the ``DesiredIndex``). An id the filters exclude
+  contributes nothing; one that is gone or revoked is handled exactly as the full run would.
+  The event's payload is never used as desired state.
+
+This module orchestrates I/O behind the ``DesiredSource`` / ``DefenderReader`` seams; the
+decisions live in ``mapping`` and ``plan`` (pure), the rendering in ``report``. It reads no
+settings: ``wiring`` builds it with typed policies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from loguru import logger
@@ -20,14 +28,8 @@ from reconciler.clock import Clock, SystemClock
 from reconciler.defender.client import odata_quote
 from reconciler.errors import ListingError, StalePlanError
 from reconciler.gcpause import paused_gc
-from reconciler.mapping import (
-    DesiredState,
-    MappingPolicy,
-    OpenCTIIndicator,
-    build_desired,
-    indicator_from_graphql,
-)
-from reconciler.model import DefenderIndicator, IndicatorKey, RawIndicator, Skipped
+from reconciler.mapping import DesiredState, MappingPolicy, indicator_from_graphql
+from reconciler.model import DefenderIndicator, IndicatorKey, Ownership, RawIndicator, Skipped
 from reconciler.plan import (
     ForeignIdentity,
     Plan,
@@ -36,14 +38,19 @@ from reconciler.plan import (
     fingerprint_owned,
     foreign_identity,
 )
+from reconciler.scope import DesiredIndex
 
-__all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "split_owned"]
+__all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "Outcome", "split_owned"]
 
 _T = TypeVar("_T")
 
+#: Values per OData filter of a scoped Defender read.
+SCOPED_READ_CHUNK = 40
+
 
 class DesiredSource(Protocol):
-    """Where desired indicators come from (``OpenCTISource`` satisfies it)."""
+    """Where desired indicators come from (``OpenCTISource`` satisfies it). Both reads apply
+    the stream's filters; both are whole or raise."""
 
     def read_indicators(
         self,
@@ -51,6 +58,8 @@ class DesiredSource(Protocol):
         *,
         on_page: Callable[[int], None] | None = None,
     ) -> list[_T]: ...
+
+    def read_ids(self, ids: Iterable[str], parse: Callable[[dict[str, Any]], _T]) -> list[_T]: ...
 
 
 class DefenderReader(DefenderWriter, Protocol):
@@ -76,15 +85,25 @@ class ActualState:
     held_by_others: Mapping[ForeignIdentity, str] = field(default_factory=dict)
 
 
-def split_owned(rows: Iterable[RawIndicator], tags: Sequence[str]) -> ActualState:
-    """Partition a full listing into owned indicators (``application`` in ``tags``) and a count
-    of the rest. An owned row we cannot parse makes the listing unusable (never a hole)."""
-    wanted = set(tags)
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did: its plan, what apply did (``None`` when nothing was to be
+    written), and the mapping skips of a full run (for metrics; empty for scoped runs)."""
+
+    plan: Plan
+    result: ApplyResult | None
+    skipped: tuple[Skipped, ...] = ()
+    scoped: bool = False
+
+
+def split_owned(rows: Iterable[RawIndicator], ownership: Ownership) -> ActualState:
+    """Partition a listing into owned indicators (``ownership.owns``) and a count of the rest.
+    An owned row we cannot parse makes the listing unusable (never a hole)."""
     owned: list[DefenderIndicator] = []
     held: dict[ForeignIdentity, str] = {}
     others = 0
     for row in rows:
-        if row.get("application") in wanted:
+        if ownership.owns(row.get("application")):
             try:
                 owned.append(DefenderIndicator.from_raw(row))
             except ValidationError as exc:
@@ -103,7 +122,11 @@ def split_owned(rows: Iterable[RawIndicator], tags: Sequence[str]) -> ActualStat
 
 
 class Engine:
-    """Reads both sides, plans and applies, with the policies built from settings."""
+    """Reads both sides, plans and applies; owns the desired index the scoped runs use and
+    the tenant counts (owned, others) that give a scoped plan its quota room.
+
+    Not thread-safe: the caller (the controller's lock, or a one-shot CLI) runs one reconcile
+    at a time."""
 
     def __init__(
         self,
@@ -112,40 +135,27 @@ class Engine:
         defender: DefenderReader,
         mapping_policy: MappingPolicy,
         plan_policy: PlanPolicy,
-        ownership_tags: Sequence[str],
+        ownership: Ownership,
+        dry_run: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.source = source
         self.defender = defender
         self.mapping_policy = mapping_policy
         self.plan_policy = plan_policy
-        self.ownership_tags = tuple(ownership_tags)
+        self.ownership = ownership
+        self.dry_run = dry_run
         self.clock: Clock = clock or SystemClock()
-
-    @classmethod
-    def from_settings(
-        cls,
-        cfg: Any,
-        *,
-        source: DesiredSource,
-        defender: DefenderReader,
-        clock: Clock | None = None,
-    ) -> Engine:
-        mdi = cfg.microsoft_defender_intel
-        return cls(
-            source=source,
-            defender=defender,
-            mapping_policy=MappingPolicy.from_settings(cfg),
-            plan_policy=PlanPolicy.from_settings(cfg),
-            ownership_tags=(mdi.ownership_tag, *mdi.adopt_tags),
-            clock=clock,
-        )
+        self.index = DesiredIndex(mapping_policy)
+        #: Owned indicators in Defender: from the last full listing, kept up to date by every
+        #: apply since (what the plans intended, less nothing: the next full run re-reads).
+        self.owned_total = 0
+        #: Indicators of other applications, from the last full listing.
+        self.non_owned = 0
 
     # -- reading -------------------------------------------------------------------------
-    def read_desired(
-        self, *, now: datetime | None = None, progress: Callable[[str], None] | None = None
-    ) -> DesiredState:
-        """List OpenCTI (all pages or an error) and map to the desired state."""
+    def read_desired(self, *, progress: Callable[[str], None] | None = None) -> DesiredState:
+        """List OpenCTI (all pages or an error), map, and refill the desired index."""
         on_page = None
         if progress is not None:
             report = progress
@@ -157,91 +167,142 @@ class Engine:
         parsed = self.source.read_indicators(indicator_from_graphql, on_page=on_page)
         if progress is not None:
             progress(f"mapping {len(parsed):,} OpenCTI indicators")
-        return self.desired_from(parsed, now=now)
-
-    def desired_from(
-        self, indicators: Iterable[OpenCTIIndicator | Skipped], *, now: datetime | None = None
-    ) -> DesiredState:
-        when = now if now is not None else self.clock.now()
-        return build_desired(indicators, self.mapping_policy, now=when)
+        return self.index.replace_all(parsed, now=self.clock.now())
 
     def read_actual(self) -> ActualState:
         """List every active Defender indicator (one pass) and split owned from the rest."""
         # Row by row: only one page of raw JSON is alive next to the parsed models.
-        return split_owned(self.defender.iter_indicators(), self.ownership_tags)
+        return split_owned(self.defender.iter_indicators(), self.ownership)
 
-    # -- planning ------------------------------------------------------------------------
-    def plan(
-        self,
-        *,
-        desired: DesiredState | None = None,
-        actual: ActualState | None = None,
-        allow_mass_delete: bool = False,
-        progress: Callable[[str], None] | None = None,
-    ) -> Plan:
-        """A full plan: desired state vs everything we own. ``progress`` gets a short text
-        at each step (the CLI shows it as a spinner on a terminal)."""
-        with paused_gc():
-            return self._plan(desired, actual, allow_mass_delete, progress)
-
-    def _plan(
-        self,
-        desired: DesiredState | None,
-        actual: ActualState | None,
-        allow_mass_delete: bool,
-        progress: Callable[[str], None] | None,
-    ) -> Plan:
-        desired = desired if desired is not None else self.read_desired(progress=progress)
-        if actual is None:
-            if progress is not None:
-                progress("reading Defender indicators")
-            actual = self.read_actual()
-        if progress is not None:
-            progress("planning")
-        policy = self.plan_policy
-        if allow_mass_delete and not policy.allow_mass_delete:
-            policy = _with_override(policy)
-        plan = build_plan(
-            desired.desired,
-            actual.owned,
-            skipped=desired.skipped,
-            expired_keys=desired.expired_keys,
-            non_owned_count=actual.non_owned_count,
-            held_by_others=actual.held_by_others,
-            policy=policy,
-            complete=True,
-        )
-        counts = ", ".join(f"{n} {action}" for action, n in plan.summary.items() if n)
-        logger.info("plan: {}", counts or "nothing")
-        return plan
-
-    def read_actual_for(self, keys: Iterable[IndicatorKey], *, chunk: int = 40) -> ActualState:
+    def read_actual_for(self, keys: Iterable[IndicatorKey]) -> ActualState:
         """The owned indicators holding ``keys`` (a scoped run), read by value in small OData
         filters; ``non_owned_count`` counts only the non-owned rows seen for those values."""
         wanted = set(keys)
         values = sorted({k.value for k in wanted})
         rows: list[RawIndicator] = []
-        for i in range(0, len(values), chunk):
-            part = values[i : i + chunk]
+        for i in range(0, len(values), SCOPED_READ_CHUNK):
+            part = values[i : i + SCOPED_READ_CHUNK]
             odata = " or ".join(f"indicatorValue eq {odata_quote(v)}" for v in part)
             rows.extend(self.defender.list_indicators(odata))
-        state = split_owned(rows, self.ownership_tags)
+        state = split_owned(rows, self.ownership)
         owned = tuple(i for i in state.owned if i.key in wanted)
         return ActualState(owned, state.non_owned_count, state.held_by_others)
+
+    # -- planning ------------------------------------------------------------------------
+    def plan(
+        self,
+        *,
+        allow_mass_delete: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> Plan:
+        """A full plan: everything the stream's filters select vs everything we own.
+        ``progress`` gets a short text at each step (the CLI shows it as a spinner)."""
+        plan, _, _ = self._plan_full(allow_mass_delete, progress)
+        return plan
+
+    def _plan_full(
+        self, allow_mass_delete: bool, progress: Callable[[str], None] | None
+    ) -> tuple[Plan, DesiredState, ActualState]:
+        with paused_gc():  # reading and planning only; see reconciler.gcpause
+            desired = self.read_desired(progress=progress)
+            if progress is not None:
+                progress("reading Defender indicators")
+            actual = self.read_actual()
+            self.non_owned = actual.non_owned_count
+            self.owned_total = len(actual.owned)
+            if progress is not None:
+                progress("planning")
+            policy = self.plan_policy
+            if allow_mass_delete and not policy.allow_mass_delete:
+                policy = replace(policy, allow_mass_delete=True)
+            plan = build_plan(
+                desired.desired,
+                actual.owned,
+                skipped=desired.skipped,
+                expired_keys=desired.expired_keys,
+                non_owned_count=actual.non_owned_count,
+                held_by_others=actual.held_by_others,
+                policy=policy,
+                complete=True,
+            )
+        _log_plan("plan", plan)
+        return plan, desired, actual
+
+    def plan_ids(self, opencti_ids: Iterable[str]) -> Plan | None:
+        """A scoped plan for the keys ``opencti_ids`` affect (see the module docstring), or
+        ``None`` when they affect none, or before the first full read (which covers them)."""
+        wanted = sorted({i for i in opencti_ids if i})
+        if not wanted:
+            return None
+        if not self.index.loaded:
+            logger.info("stream events before the first full reconcile; left to it")
+            return None
+        found = self.source.read_ids(wanted, indicator_from_graphql)
+        affected = self.index.refresh(wanted, found, now=self.clock.now())
+        if not affected:
+            return None
+        desired = self.index.state_for(affected)
+        actual = self.read_actual_for(affected)
+        # Other tools' indicators and our own outside the scope take quota room the scoped
+        # keys cannot use.
+        outside = max(0, self.owned_total - len(actual.owned))
+        plan = build_plan(
+            desired.desired,
+            actual.owned,
+            skipped=desired.skipped,
+            expired_keys=desired.expired_keys,
+            non_owned_count=self.non_owned + outside,
+            held_by_others=actual.held_by_others,
+            policy=self.plan_policy,
+            complete=True,
+            scoped=True,
+        )
+        _log_plan(f"scoped plan ({len(wanted)} ids, {len(affected)} keys)", plan)
+        return plan
+
+    # -- reconciling -----------------------------------------------------------------------
+    def reconcile_full(self, *, on_batch: Callable[[str, int], None] | None = None) -> Outcome:
+        """Plan everything and apply it (nothing written in dry-run mode)."""
+        plan, desired, _ = self._plan_full(False, None)
+        return Outcome(plan, self._apply_counted(plan, on_batch), desired.skipped)
+
+    def reconcile_ids(
+        self,
+        opencti_ids: Iterable[str],
+        *,
+        on_batch: Callable[[str, int], None] | None = None,
+    ) -> Outcome | None:
+        """Re-read ``opencti_ids`` and apply the scoped plan; ``None`` when nothing to plan."""
+        plan = self.plan_ids(opencti_ids)
+        if plan is None:
+            return None
+        return Outcome(plan, self._apply_counted(plan, on_batch), scoped=True)
+
+    def _apply_counted(
+        self, plan: Plan, on_batch: Callable[[str, int], None] | None
+    ) -> ApplyResult | None:
+        """Apply a non-empty plan and keep ``owned_total`` what the plan leaves."""
+        if plan.is_empty:
+            return None
+        outside = self.owned_total - plan.owned_count
+        result = self.apply(plan, on_batch=on_batch)
+        if not self.dry_run:
+            self.owned_total = outside + plan.quota.planned_owned_after
+        return result
 
     def apply(
         self,
         plan: Plan,
         *,
         allow_mass_delete: bool = False,
-        dry_run: bool = False,
         on_batch: Callable[[str, int], None] | None = None,
     ) -> ApplyResult:
+        """Execute ``plan`` (counted only, in dry-run mode)."""
         result = apply_plan(
             plan,
             self.defender,
             allow_mass_delete=allow_mass_delete,
-            dry_run=dry_run,
+            dry_run=self.dry_run,
             on_batch=on_batch,
         )
         logger.info("{}", result.summary())
@@ -258,18 +319,6 @@ class Engine:
             )
 
 
-def _with_override(policy: PlanPolicy) -> PlanPolicy:
-    from dataclasses import replace
-
-    return replace(policy, allow_mass_delete=True)
-
-
-def owned_by_external_id(
-    owned: Iterable[DefenderIndicator],
-) -> Mapping[str, list[DefenderIndicator]]:
-    """Index owned indicators by the OpenCTI id in ``externalId`` (used by scoped runs)."""
-    index: dict[str, list[DefenderIndicator]] = {}
-    for ind in owned:
-        if ind.external_id:
-            index.setdefault(ind.external_id, []).append(ind)
-    return index
+def _log_plan(what: str, plan: Plan) -> None:
+    counts = ", ".join(f"{n} {kind}" for kind, n in plan.summary.items() if n)
+    logger.info("{}: {}", what, counts or "nothing")

@@ -6,12 +6,15 @@ Data only: no I/O, no imports from the rest of the package. ``Raw*`` names are w
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+from reconciler.defaults import OWNERSHIP_TAG
 
 __all__ = [
     "IGNORABLE_FIELDS",
@@ -22,6 +25,7 @@ __all__ = [
     "DesiredIndicator",
     "IndicatorKey",
     "IndicatorType",
+    "Ownership",
     "RawIndicator",
     "Severity",
     "SkipReason",
@@ -74,6 +78,37 @@ class IndicatorKey(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.type.value}:{self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Which Defender indicators are ours: ``application`` equal to ``tag`` or to one of
+    ``adopt_tags`` (taken over from an older tool), compared after stripping and case-folding.
+
+    This is the only ownership rule: the full listing, the scoped reads and the planner all ask
+    ``owns``. Case-insensitive because Defender's echo of ``application`` is not documented to
+    keep the case we sent (tolerant reader); the flip side, a foreign tool writing the same word
+    in another case, is avoided by choosing a distinctive tag. Indicators we create carry
+    ``tag`` exactly as configured."""
+
+    tag: str = OWNERSHIP_TAG
+    adopt_tags: tuple[str, ...] = ()
+    _folded: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.tag.strip():
+            raise ValueError("the ownership tag must not be empty")
+        # Asked once per listed row: fold the tags once.
+        object.__setattr__(self, "_folded", frozenset(t.strip().casefold() for t in self.tags))
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """Our tag first, then the adopted ones."""
+        return (self.tag, *self.adopt_tags)
+
+    def owns(self, application: object) -> bool:
+        """True when an indicator with this ``application`` value is ours to change or delete."""
+        return isinstance(application, str) and application.strip().casefold() in self._folded
 
 
 #: Wire names of the fields the reconciler manages and compares (besides the key).

@@ -1,11 +1,13 @@
 """The desired state kept per OpenCTI indicator, so a stream event re-plans only what it touches.
 
-A full reconcile fills the index from the whole listing; each stream event replaces (or
-removes) one indicator's mapping result and reports the keys it affects: the keys it maps to
-now plus the keys it mapped to before (a pattern edit moves an indicator to new values). The
-merged desired state for those keys alone is then computed with the same merge as a full run,
-so a key still wanted by another OpenCTI indicator stays (its ``externalId`` moves to the new
-winner) and a scoped plan equals the matching slice of a full plan.
+A full reconcile fills the index from the whole listing. A scoped reconcile re-reads some
+OpenCTI ids through the stream's filters (``refresh``): each one read replaces that
+indicator's mapping result, each one absent (outside the filters, deleted, merged away) is
+removed, and the keys affected are reported: the keys it maps to now plus the keys it mapped
+to before (a pattern edit moves an indicator to new values). The merged desired state for
+those keys alone is then computed with the same merge as a full run, so a key still wanted by
+another OpenCTI indicator stays (its ``externalId`` moves to the new winner) and a scoped plan
+equals the matching slice of a full plan.
 
 Pure: no I/O, no clock (``now`` is an argument).
 """
@@ -85,9 +87,28 @@ class DesiredIndex:
         self._read_skips.pop(opencti_id, None)
         return self._drop(opencti_id)
 
-    def keys_of(self, opencti_id: str) -> set[IndicatorKey]:
-        result = self._results.get(opencti_id)
-        return _keys(result) if result is not None else set()
+    def refresh(
+        self,
+        ids: Iterable[str],
+        indicators: Iterable[OpenCTIIndicator | Skipped],
+        *,
+        now: datetime,
+    ) -> set[IndicatorKey]:
+        """Apply a re-read of ``ids``: ``indicators`` is what OpenCTI returned for them under
+        the stream's filters. Returns every key affected (before and after)."""
+        absent = set(ids)
+        affected: set[IndicatorKey] = set()
+        for item in indicators:
+            if isinstance(item, Skipped):
+                absent.discard(item.opencti_id)
+                affected |= self._drop(item.opencti_id)
+                self._read_skips[item.opencti_id] = item
+                continue
+            absent.discard(item.id)
+            affected |= self.upsert(item, now=now)
+        for opencti_id in absent:
+            affected |= self.remove(opencti_id)
+        return affected
 
     def _set(self, opencti_id: str, result: MappingResult) -> None:
         self._results[opencti_id] = result

@@ -1,35 +1,221 @@
-"""Builds the concrete adapters (OpenCTI source, Defender client, engine) from settings.
+"""The one place that reads ``Settings``: builds every component with plain, typed arguments.
 
-The only place that knows which classes implement the seams; the CLI and the controller call
-it, tests may build the pieces themselves.
+Owns the translation of the validated configuration into the policies (``Ownership``,
+``MappingPolicy``, ``PlanPolicy``, ``ControllerOptions``) and the concrete adapters (OpenCTI
+source, Defender client and its token provider, stream consumer, position store, the
+``Engine``). Nothing else in the package reads a settings section; the CLI and ``checks``
+call these builders. Must not plan, map or do I/O itself beyond constructing clients (which
+connect lazily).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from reconciler.clock import Clock
+from reconciler.config import Settings
+from reconciler.controller import ControllerOptions
+from reconciler.defender.auth import BearerAuth, TokenProvider
 from reconciler.defender.client import DefenderClient
 from reconciler.engine import Engine
+from reconciler.errors import ConfigError
+from reconciler.logs import configure_logging
+from reconciler.mapping import MappingPolicy
+from reconciler.model import Ownership
 from reconciler.opencti.source import OpenCTISource
+from reconciler.plan import PlanPolicy
 
-__all__ = ["open_engine"]
+if TYPE_CHECKING:  # the stream modules pull in pycti's state store lazily
+    from reconciler.opencti.state import PositionStore
+    from reconciler.opencti.stream import StatusCallback, StreamConsumer, StreamEvent
+
+__all__ = [
+    "configure_logs",
+    "controller_options",
+    "defender_client",
+    "mapping_policy",
+    "open_engine",
+    "opencti_source",
+    "ownership",
+    "plan_policy",
+    "position_store",
+    "stream_consumer",
+]
+
+
+def configure_logs(settings: Settings) -> None:
+    """Log level and format from the settings; every secret registered for redaction."""
+    configure_logging(
+        settings.connector.log_level,
+        settings.reconciler.log_format,
+        secrets=settings.secrets(),
+    )
+
+
+# -- policies ----------------------------------------------------------------------------------
+
+
+def ownership(settings: Settings) -> Ownership:
+    mdi = settings.microsoft_defender_intel
+    return Ownership(mdi.ownership_tag, tuple(mdi.adopt_tags))
+
+
+def mapping_policy(settings: Settings) -> MappingPolicy:
+    mdi = settings.microsoft_defender_intel
+    return MappingPolicy(
+        ownership_tag=mdi.ownership_tag,
+        expire_days=mdi.expire_time,
+        action=mdi.action,
+        passive_only=mdi.passive_only,
+        rbac_group_names=tuple(mdi.rbac_group_names),
+        recommended_actions=mdi.recommended_actions or None,
+        generate_alert=mdi.generate_alert,
+        educate_url=mdi.educate_url,
+    )
+
+
+def plan_policy(settings: Settings) -> PlanPolicy:
+    rec = settings.reconciler
+    return PlanPolicy(
+        quota=rec.quota,
+        max_deletes=rec.max_deletes,
+        max_delete_ratio=rec.max_delete_ratio,
+        ignore_fields=tuple(rec.ignore_fields),
+    )
+
+
+def controller_options(settings: Settings) -> ControllerOptions:
+    rec = settings.reconciler
+    return ControllerOptions(
+        interval_seconds=float(rec.interval_seconds),
+        http_port=rec.http_port,
+        stream_id=str(settings.connector.live_stream_id),
+    )
+
+
+# -- adapters ----------------------------------------------------------------------------------
+
+
+def _required(settings: Settings, *dotted: str) -> None:
+    from reconciler.config import ENV_VARS
+
+    missing = [f"{k} ({ENV_VARS[k]})" for k in dotted if settings.get(k) is None]
+    if missing:
+        raise ConfigError("required settings missing: " + ", ".join(missing))
+
+
+def opencti_source(settings: Settings) -> OpenCTISource:
+    _required(settings, "opencti.url", "opencti.token", "connector.live_stream_id")
+    octi = settings.opencti
+    assert octi.url is not None and octi.token is not None  # checked just above
+    return OpenCTISource(
+        octi.url,
+        octi.token.get_secret_value(),
+        str(settings.connector.live_stream_id),
+        ssl_verify=octi.ssl_verify,
+    )
+
+
+def defender_client(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    on_token: Callable[[str], None] | None = None,
+    on_call: Callable[[str, int | None], None] | None = None,
+) -> DefenderClient:
+    """The Defender client with its own token provider (closed with the client)."""
+    prefix = "microsoft_defender_intel."
+    _required(settings, *(prefix + k for k in ("tenant_id", "client_id", "client_secret")))
+    mdi = settings.microsoft_defender_intel
+    assert mdi.tenant_id and mdi.client_id and mdi.client_secret  # checked just above
+    ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
+    provider = TokenProvider(
+        tenant_id=mdi.tenant_id,
+        client_id=mdi.client_id,
+        client_secret=mdi.client_secret.get_secret_value(),
+        login_url=mdi.login_url,
+        scope=mdi.scope,
+        ca_bundle=ca,
+        clock=clock,
+        on_token=on_token,
+    )
+    return DefenderClient(
+        mdi.base_url,
+        BearerAuth(provider),
+        resource_path=mdi.resource_path,
+        clock=clock,
+        verify=ca or True,
+        on_call=on_call,
+        token_provider=provider,
+    )
 
 
 @contextmanager
 def open_engine(
-    settings: Any,
+    settings: Settings,
     *,
     clock: Clock | None = None,
     on_token: Callable[[str], None] | None = None,
     on_call: Callable[[str, int | None], None] | None = None,
 ) -> Iterator[Engine]:
     """Yield an ``Engine`` wired to the configured OpenCTI and Defender; closes clients."""
-    client = DefenderClient.from_settings(settings, clock=clock, on_token=on_token, on_call=on_call)
+    client = defender_client(settings, clock=clock, on_token=on_token, on_call=on_call)
     try:
-        source = OpenCTISource.from_settings(settings)
-        yield Engine.from_settings(settings, source=source, defender=client, clock=clock)
+        yield Engine(
+            source=opencti_source(settings),
+            defender=client,
+            mapping_policy=mapping_policy(settings),
+            plan_policy=plan_policy(settings),
+            ownership=ownership(settings),
+            dry_run=settings.reconciler.dry_run,
+            clock=clock,
+        )
     finally:
         client.close()
+
+
+def position_store(settings: Settings) -> PositionStore:
+    """``reconciler.state_path`` when set, else the connector's state in OpenCTI."""
+    from reconciler.opencti.state import FileStore, OpenCTIConnectorStore
+
+    if settings.reconciler.state_path:
+        return FileStore(settings.reconciler.state_path)
+    _required(settings, "opencti.url", "opencti.token", "connector.id")
+    octi, conn = settings.opencti, settings.connector
+    assert octi.url is not None and octi.token is not None and conn.id is not None
+    return OpenCTIConnectorStore(
+        octi.url,
+        octi.token.get_secret_value(),
+        conn.id,
+        connector_name=conn.name,
+        ssl_verify=octi.ssl_verify,
+    )
+
+
+def stream_consumer(
+    settings: Settings,
+    *,
+    on_events: Callable[[list[StreamEvent]], None],
+    on_status: StatusCallback | None = None,
+    clock: Clock | None = None,
+) -> StreamConsumer:
+    """The live-stream consumer of the configured stream, with its position store."""
+    from reconciler.opencti.stream import StreamConsumer
+
+    _required(settings, "opencti.url", "opencti.token", "connector.live_stream_id")
+    octi, conn = settings.opencti, settings.connector
+    assert octi.url is not None and octi.token is not None
+    return StreamConsumer(
+        octi.url,
+        octi.token.get_secret_value(),
+        str(conn.live_stream_id),
+        on_events=on_events,
+        state=position_store(settings),
+        listen_delete=conn.live_stream_listen_delete,
+        no_dependencies=conn.live_stream_no_dependencies,
+        ssl_verify=octi.ssl_verify,
+        on_status=on_status,
+        clock=clock,
+    )

@@ -16,7 +16,7 @@ from reconciler.opencti.stream import StreamEvent
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
-from reconciler.wiring import open_engine
+from reconciler.wiring import controller_options, open_engine
 from tests.e2e.support import TODAY, settings_for
 
 
@@ -37,7 +37,7 @@ def test_dry_run_plans_and_counts_but_writes_nothing(servers: Any) -> None:
     settings = settings_for(defender, opencti, **{"reconciler.dry_run": True})
     metrics = Metrics()
     with open_engine(settings, on_call=metrics.on_defender_call) as engine:
-        controller = Controller(settings, engine=engine, metrics=metrics)
+        controller = Controller(controller_options(settings), engine=engine, metrics=metrics)
         assert controller.readiness()[0] is False
         assert controller.full_reconcile("startup") is True
         assert controller.readiness() == (True, "ok")
@@ -55,7 +55,7 @@ def test_failed_full_run_marks_not_ready_and_never_raises(servers: Any) -> None:
     settings = settings_for(defender, opencti)
     metrics = Metrics()
     with open_engine(settings) as engine:
-        controller = Controller(settings, engine=engine, metrics=metrics)
+        controller = Controller(controller_options(settings), engine=engine, metrics=metrics)
         assert controller.full_reconcile("startup") is True
         assert controller.readiness()[0] is True
 
@@ -88,7 +88,7 @@ def test_bad_stream_events_never_raise(servers: Any, data: dict[str, Any]) -> No
     defender, opencti = servers
     settings = settings_for(defender, opencti)
     with open_engine(settings) as engine:
-        controller = Controller(settings, engine=engine)
+        controller = Controller(controller_options(settings), engine=engine)
         assert controller.full_reconcile("startup") is True
         before = len(defender.indicators())
         event = StreamEvent(id="1-0", event="create", data=data, envelope={"data": data})
@@ -103,7 +103,7 @@ def test_stream_event_for_a_key_another_application_holds_is_not_imported(server
     defender, opencti = servers
     settings = settings_for(defender, opencti)
     with open_engine(settings) as engine:
-        controller = Controller(settings, engine=engine)
+        controller = Controller(controller_options(settings), engine=engine)
         assert controller.full_reconcile("startup") is True
         theirs = defender.add_indicator(
             indicatorValue="held.badhost.net",
@@ -136,7 +136,7 @@ def test_readyz_over_http_flips_with_the_full_reconciles(servers: Any) -> None:
             return exc.code
 
     with open_engine(settings) as engine:
-        controller = Controller(settings, engine=engine)
+        controller = Controller(controller_options(settings), engine=engine)
         controller.scheduler.start()  # /healthz reports the scheduler
         try:
             port = controller.start_http(host="127.0.0.1", port=0)
@@ -147,6 +147,5 @@ def test_readyz_over_http_flips_with_the_full_reconciles(servers: Any) -> None:
             assert controller.full_reconcile("schedule") is False
             assert (get(port, "/readyz"), get(port, "/healthz")) == (503, 200)
         finally:
-            if controller.http is not None:
-                controller.http.shutdown()
+            controller.http.stop()
             controller.scheduler.shutdown(wait=False)

@@ -1,4 +1,4 @@
-"""The Defender for Endpoint Indicators API client: list, submit, import, delete, BatchDelete.
+"""The Defender for Endpoint Indicators API client: list, import, BatchDelete.
 
 Owns: the one httpx connection pool, client-side rate budgets, retries (429 with Retry-After,
 5xx, timeouts, dropped connections) with capped, jittered backoff on an injected ``Clock``,
@@ -17,18 +17,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Self
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
-import pydantic
 from loguru import logger
 
 from reconciler.clock import Clock, SystemClock
-from reconciler.defender.auth import BearerAuth, TokenProvider, ssl_context
+from reconciler.defender.auth import TokenProvider, ssl_context
 from reconciler.defender.ratelimit import RateBudgets
 from reconciler.errors import (
     AuthError,
-    ConfigError,
     DefenderError,
     ListingError,
     RateLimitError,
@@ -36,7 +34,7 @@ from reconciler.errors import (
     TransientError,
     excerpt,
 )
-from reconciler.model import DefenderIndicator, RawIndicator
+from reconciler.model import RawIndicator
 
 __all__ = [
     "BATCH_SIZE",
@@ -137,7 +135,10 @@ class DefenderClient:
         budgets: RateBudgets | None = None,
         seed: int | None = None,
         on_call: Callable[[str, int | None], None] | None = None,
+        token_provider: TokenProvider | None = None,
     ) -> None:
+        """``token_provider``: the provider behind ``auth``, when this client should close it
+        and ``probe_token`` should use it."""
         self.base_url = base_url.rstrip("/")
         self.resource_url = self.base_url + "/" + resource_path.strip("/")
         self.clock: Clock = clock or SystemClock()
@@ -147,7 +148,7 @@ class DefenderClient:
         self._on_call = on_call
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._owned_provider: TokenProvider | None = None
+        self._owned_provider = token_provider
         self._http = httpx.Client(
             auth=auth,
             verify=ssl_context(verify) if isinstance(verify, str) else verify,
@@ -156,49 +157,6 @@ class DefenderClient:
             headers=_JSON_HEADERS,
             follow_redirects=False,
         )
-
-    @classmethod
-    def from_settings(
-        cls,
-        cfg: Any,
-        *,
-        clock: Clock | None = None,
-        on_token: Callable[[str], None] | None = None,
-        on_call: Callable[[str, int | None], None] | None = None,
-    ) -> DefenderClient:
-        """Build from the ``microsoft_defender_intel`` section of the configuration."""
-        section = cfg.microsoft_defender_intel
-        missing = [
-            f"microsoft_defender_intel.{name} (MICROSOFT_DEFENDER_INTEL_{name.upper()})"
-            for name in ("tenant_id", "client_id", "client_secret")
-            if not getattr(section, name, None)
-        ]
-        if missing:
-            raise ConfigError("Defender credentials missing: " + ", ".join(missing))
-        secret = section.client_secret
-        secret_value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
-        ca_bundle = getattr(section, "ca_bundle", None)
-        ca = str(ca_bundle) if ca_bundle else None
-        provider = TokenProvider(
-            tenant_id=str(section.tenant_id),
-            client_id=str(section.client_id),
-            client_secret=str(secret_value),
-            login_url=str(section.login_url),
-            scope=str(section.scope),
-            ca_bundle=ca,
-            clock=clock,
-            on_token=on_token,
-        )
-        client = cls(
-            str(section.base_url),
-            BearerAuth(provider),
-            resource_path=str(section.resource_path),
-            clock=clock,
-            verify=ca or True,
-            on_call=on_call,
-        )
-        client._owned_provider = provider
-        return client
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -437,47 +395,7 @@ class DefenderClient:
         page, _ = self._page(response)
         return len(page)
 
-    def list_owned(
-        self, tags: Sequence[str], *, page_size: int = MAX_PAGE_SIZE
-    ) -> list[DefenderIndicator]:
-        """The indicators whose ``application`` is one of ``tags`` (our ownership tags).
-
-        Rows the server returns for another application are dropped (defence in depth); a row
-        that cannot be parsed raises ``ListingError`` naming its id.
-        """
-        if not tags:
-            raise ValueError("list_owned needs at least one ownership tag")
-        odata_filter = " or ".join(f"application eq {odata_quote(tag)}" for tag in tags)
-        wanted = {tag.casefold() for tag in tags}
-        owned: list[DefenderIndicator] = []
-        for row in self.list_indicators(odata_filter, page_size=page_size):
-            if str(row.get("application") or "").casefold() not in wanted:
-                logger.warning(
-                    "Defender returned indicator {} of application {!r} for an ownership "
-                    "filter; ignored",
-                    row.get("id"),
-                    row.get("application"),
-                )
-                continue
-            try:
-                owned.append(DefenderIndicator.from_raw(row))
-            except pydantic.ValidationError as exc:
-                fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
-                raise ListingError(
-                    f"Defender listing: indicator {row.get('id')} cannot be read "
-                    f"(bad fields: {fields}); nothing acted on"
-                ) from exc
-        return owned
-
     # -- writes -----------------------------------------------------------------------------
-
-    def submit_indicator(self, body: RawIndicator) -> RawIndicator:
-        """Create or update one indicator (``POST /api/indicators``); returns the stored row."""
-        response = self._request("submit", "POST", self.resource_url, json=body)
-        data = self._json(response, "POST submit")
-        if not isinstance(data, dict):
-            raise TransientError(f"Defender submit answered {excerpt(response.text)}")
-        return data
 
     def import_indicators(self, bodies: Sequence[RawIndicator]) -> list[ImportResult]:
         """Create or update many indicators, ``BATCH_SIZE`` per call; one result per input, in
@@ -497,12 +415,6 @@ class DefenderClient:
                 )
             results.extend(_import_results(start, chunk, value))
         return results
-
-    def delete_indicator(self, id: str) -> bool:
-        """Delete one indicator; True when deleted, False when it was already gone (404)."""
-        url = f"{self.resource_url}/{quote(str(id), safe='')}"
-        response = self._request("delete", "DELETE", url, accept=frozenset({404}))
-        return response.status_code != 404
 
     def batch_delete(self, ids: Sequence[str]) -> list[DeleteResult]:
         """Delete many indicators, ``BATCH_SIZE`` ids per call; ids already gone count as ok.

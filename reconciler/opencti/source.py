@@ -10,7 +10,7 @@ errors are translated here (``from exc``) and no message carries the token.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
@@ -75,32 +75,22 @@ class OpenCTISource:
         stream_id: str,
         *,
         page_size: int = 5000,
+        ids_per_call: int = 500,
         ssl_verify: bool = False,
         api: OpenCTIApiClient | None = None,
     ) -> None:
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
+        if page_size < 1 or ids_per_call < 1:
+            raise ValueError("page_size and ids_per_call must be at least 1")
         self.url = url
         self.stream_id = stream_id
         self.page_size = page_size
+        self.ids_per_call = ids_per_call
         self.ssl_verify = ssl_verify
         self._token = token
         self._api = api
 
     def __repr__(self) -> str:
         return f"OpenCTISource(url={self.url!r}, stream_id={self.stream_id!r})"
-
-    @classmethod
-    def from_settings(cls, cfg: Any) -> OpenCTISource:
-        """Build from the reconciler settings (``cfg.opencti.*``, ``cfg.connector.*``)."""
-        token = cfg.opencti.token
-        if hasattr(token, "get_secret_value"):
-            token = token.get_secret_value()
-        kwargs: dict[str, Any] = {"ssl_verify": bool(getattr(cfg.opencti, "ssl_verify", False))}
-        page_size = getattr(cfg.opencti, "page_size", None)
-        if isinstance(page_size, int):
-            kwargs["page_size"] = page_size
-        return cls(str(cfg.opencti.url), str(token), str(cfg.connector.live_stream_id), **kwargs)
 
     # --- pycti seam -----------------------------------------------------------------------------
 
@@ -248,6 +238,30 @@ class OpenCTISource:
             self.stream_id,
         )
         return indicators
+
+    def read_ids(self, ids: Iterable[str], parse: Callable[[RawIndicator], T]) -> list[T]:
+        """The indicators among ``ids`` that the stream's filters select now, parsed.
+
+        One query per ``ids_per_call`` ids: ``ids`` (internal, standard or STIX ids) AND
+        ``entity_type = Indicator`` AND the stream's filters, exactly as the full listing
+        reads, so an id the filters exclude (a dependency, an object that left the stream, a
+        deleted or merged-away indicator) is simply absent. Whole or nothing, like
+        ``read_indicators``."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return []
+        base = self.listing_filters()
+        found: list[T] = []
+        for start in range(0, len(wanted), self.ids_per_call):
+            part = wanted[start : start + self.ids_per_call]
+            scoped: FilterGroup = {
+                "mode": "and",
+                "filters": [{"key": ["ids"], "values": part, "operator": "eq", "mode": "or"}],
+                "filterGroups": [base],
+            }
+            for page in self.iter_pages(scoped):
+                found.extend(parse(row) for row in page)
+        return found
 
 
 def _as_is(row: RawIndicator) -> RawIndicator:

@@ -4,15 +4,13 @@ and TLS pinned to the configured CA bundle whatever the environment says."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import trustme
-from pydantic import SecretStr
 
 from reconciler.clock import FakeClock
 from reconciler.defender import DefenderClient, TokenProvider
-from reconciler.errors import AuthError, ConfigError, DefenderError, TransientError
+from reconciler.errors import AuthError, DefenderError, TransientError
 from reconciler.sandbox.defender import DefenderEmulator
 
 
@@ -138,28 +136,6 @@ def test_token_endpoint_faults_are_retried(
     assert client.calls[("list", 200)] == 1
 
 
-def test_from_settings_builds_a_working_client(emu: DefenderEmulator, clock: FakeClock) -> None:
-    section = SimpleNamespace(
-        tenant_id=emu.tenant_id,
-        client_id=emu.client_id,
-        client_secret=SecretStr(emu.client_secret),
-        login_url=emu.login_url,
-        base_url=emu.url,
-        resource_path="/api/indicators",
-        scope=emu.scope,
-        ca_bundle=emu.ca_file,
-    )
-    tokens: list[str] = []
-    calls: list[tuple[str, int | None]] = []
-    cfg = SimpleNamespace(microsoft_defender_intel=section)
-    with DefenderClient.from_settings(
-        cfg, clock=clock, on_token=tokens.append, on_call=lambda e, s: calls.append((e, s))
-    ) as client:
-        assert client.list_owned(["opencti"]) == []
-    assert len(tokens) == 1
-    assert calls == [("list", 200)]
-
-
 def test_second_401_is_an_auth_error(emu: DefenderEmulator, client: DefenderClient) -> None:
     emu.force_responses("list", [401, 401])
     with pytest.raises(AuthError) as caught:
@@ -167,12 +143,6 @@ def test_second_401_is_an_auth_error(emu: DefenderEmulator, client: DefenderClie
     assert caught.value.status == 401
     assert emu.counts()["token"] == 2  # the first token, then exactly one forced refresh
     assert emu.counts()["list"] == 2
-
-
-def test_from_settings_names_missing_credentials() -> None:
-    section = SimpleNamespace(tenant_id="t", client_id=None, client_secret=None)
-    with pytest.raises(ConfigError, match=r"client_id.*client_secret"):
-        DefenderClient.from_settings(SimpleNamespace(microsoft_defender_intel=section))
 
 
 def test_configured_ca_bundle_wins_through_settings_and_wiring(

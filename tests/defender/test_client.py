@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from reconciler.defender import DefenderClient, odata_quote
+from reconciler.engine import split_owned
 from reconciler.errors import AuthError, ListingError, RejectedError
-from reconciler.model import IndicatorType
+from reconciler.model import IndicatorType, Ownership
 from reconciler.sandbox.defender import DefenderEmulator
 
 
@@ -70,21 +71,13 @@ def test_import_nothing_makes_no_call(emu: DefenderEmulator, client: DefenderCli
     assert emu.counts()["import"] == emu.counts()["batch_delete"] == 0
 
 
-def test_submit_returns_the_stored_row(
-    emu: DefenderEmulator, client: DefenderClient, make_body
-) -> None:
-    row = client.submit_indicator(make_body(5))
-    assert row["id"] == emu.indicators()[0]["id"]
-    assert row["indicatorValue"] == make_body(5)["indicatorValue"]
-
-
-def test_rejected_submit_names_the_code_and_never_the_token(
-    emu: DefenderEmulator, make_provider, make_client, make_body
+def test_rejected_request_names_the_code_and_never_the_token(
+    emu: DefenderEmulator, make_provider, make_client
 ) -> None:
     tokens: list[str] = []
     client = make_client(provider=make_provider(on_token=tokens.append))
     with pytest.raises(RejectedError) as caught:
-        client.submit_indicator(make_body(1, indicatorValue="zz"))
+        client.list_indicators("indicatorValue eq")
     assert caught.value.status == 400
     assert caught.value.code
     assert caught.value.code in str(caught.value)
@@ -92,15 +85,6 @@ def test_rejected_submit_names_the_code_and_never_the_token(
 
 
 # -- delete -------------------------------------------------------------------------------
-
-
-def test_delete_one_then_gone(emu: DefenderEmulator, client: DefenderClient) -> None:
-    row = emu.add_indicator(indicatorValue="evil.example", indicatorType="DomainName")
-    assert client.delete_indicator(row["id"]) is True
-    assert client.delete_indicator(row["id"]) is False
-    assert emu.indicators() == []
-    assert next(r.status for r in emu.requests if r.endpoint == "delete") in (200, 204)
-    assert client.calls[("delete", 404)] == 1
 
 
 def test_batch_delete_1200_in_three_calls(
@@ -223,12 +207,12 @@ def test_nasty_values_round_trip_through_filters(
     for value in NASTY:
         rows = client.list_indicators(f"indicatorValue eq {odata_quote(value)}")
         assert [r["indicatorValue"] for r in rows] == [value]
-    owned = client.list_owned([tag])
+    owned = split_owned(client.iter_indicators(), Ownership(tag)).owned
     assert sorted(o.indicator_value for o in owned) == sorted(NASTY)
     assert {o.indicator_type for o in owned} == {IndicatorType.URL}
 
 
-def test_list_owned_filters_by_any_tag(emu: DefenderEmulator, client: DefenderClient) -> None:
+def test_owned_means_any_tag_in_any_case(emu: DefenderEmulator, client: DefenderClient) -> None:
     emu.add_indicator(indicatorValue="a.example", indicatorType="DomainName", application="opencti")
     emu.add_indicator(
         indicatorValue="b.example",
@@ -236,19 +220,20 @@ def test_list_owned_filters_by_any_tag(emu: DefenderEmulator, client: DefenderCl
         application="OpenCTI Microsoft Defender Intel",
     )
     emu.add_indicator(indicatorValue="c.example", indicatorType="DomainName", application="SOC")
-    owned = client.list_owned(["opencti", "OpenCTI Microsoft Defender Intel"])
-    assert sorted(o.indicator_value for o in owned) == ["a.example", "b.example"]
+    emu.add_indicator(indicatorValue="d.example", indicatorType="DomainName", application="OpenCTI")
+    ours = Ownership("opencti", ("OpenCTI Microsoft Defender Intel",))
+    state = split_owned(client.iter_indicators(), ours)
+    assert sorted(o.indicator_value for o in state.owned) == ["a.example", "b.example", "d.example"]
+    assert state.non_owned_count == 1
 
 
-def test_list_owned_unreadable_row_names_its_id(
-    emu: DefenderEmulator, client: DefenderClient
-) -> None:
+def test_owned_unreadable_row_names_its_id(emu: DefenderEmulator, client: DefenderClient) -> None:
     row = emu.add_indicator(
         indicatorValue="odd.example", indicatorType="DomainName", application="opencti"
     )
     emu.update_indicator(row["id"], action="NotAnAction")
     with pytest.raises(ListingError, match=str(row["id"])):
-        client.list_owned(["opencti"])
+        split_owned(client.iter_indicators(), Ownership("opencti"))
 
 
 def test_bad_filter_is_rejected_with_the_odata_code(client: DefenderClient) -> None:

@@ -11,12 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from reconciler.errors import ConfigError
 from reconciler.mapping import (
     DESCRIPTION_LIMIT,
     OCTI_EXTENSION,
@@ -1133,60 +1131,11 @@ def test_build_desired_without_now_keeps_old(read: Reader, make_spec: MakeSpec) 
     assert state.expired_keys == {}
 
 
-# --- policy from settings ----------------------------------------------------------------------
-
-
-def settings(**section: Any) -> SimpleNamespace:
-    return SimpleNamespace(microsoft_defender_intel=SimpleNamespace(**section))
-
-
-@pytest.mark.parametrize(
-    ("section", "expected"),
-    [
-        pytest.param({}, MappingPolicy(), id="defaults"),
-        pytest.param(
-            {
-                "ownership_tag": "tag",
-                "expire_time": "7",
-                "action": "block",
-                "passive_only": True,
-                "rbac_group_names": "b, a,,a",
-                "recommended_actions": "call SOC",
-                "generate_alert": False,
-                "educate_url": "https://x.example/",
-            },
-            MappingPolicy(
-                ownership_tag="tag",
-                expire_days=7,
-                action=Action.BLOCK,
-                passive_only=True,
-                rbac_group_names=("a", "b"),
-                recommended_actions="call SOC",
-                generate_alert=False,
-                educate_url="https://x.example/",
-            ),
-            id="all-set",
-        ),
-        pytest.param({"action": ""}, MappingPolicy(), id="empty-action-is-score-based"),
-        pytest.param({"action": Action.AUDIT}, MappingPolicy(action=Action.AUDIT), id="enum"),
-        pytest.param({"rbac_group_names": ["x"]}, MappingPolicy(rbac_group_names=("x",)), id="ls"),
-    ],
-)
-def test_policy_from_settings(section: dict[str, Any], expected: MappingPolicy) -> None:
-    assert MappingPolicy.from_settings(settings(**section)) == expected
-
-
-@pytest.mark.parametrize(
-    "section",
-    [
-        pytest.param({"action": "Nuke"}, id="bad-action"),
-        pytest.param({"expire_time": "soon"}, id="bad-expire"),
-        pytest.param({"expire_time": -1}, id="negative-expire"),
-    ],
-)
-def test_policy_from_settings_rejects(section: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError, match="microsoft_defender_intel"):
-        MappingPolicy.from_settings(settings(**section))
+def test_policy_keeps_rbac_groups_sorted_and_unique() -> None:
+    policy = MappingPolicy(rbac_group_names=("b", " a", "", "a "))
+    assert policy.rbac_group_names == ("a", "b")
+    with pytest.raises(ValueError, match="expire_days"):
+        MappingPolicy(expire_days=-1)
 
 
 def test_mapping_is_a_pure_function(read: Reader, make_spec: MakeSpec) -> None:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import socket
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from loguru import logger
-from pydantic import SecretStr
 
 from reconciler.errors import SourceError
 from reconciler.opencti.source import INDICATOR_ATTRIBUTES, OpenCTISource, clean_filter_group
@@ -234,14 +232,23 @@ def test_empty_platform_lists_nothing() -> None:
         assert emu.counts()["indicators"] == 1
 
 
-def test_from_settings_reads_a_duck_typed_config(emulator: OpenCTIEmulator) -> None:
-    cfg = SimpleNamespace(
-        opencti=SimpleNamespace(url=emulator.url, token=SecretStr(TOKEN), ssl_verify=False),
-        connector=SimpleNamespace(live_stream_id=emulator.stream_id),
-    )
-    source = OpenCTISource.from_settings(cfg)
-    assert len(source.list_indicators()) == 200
-    assert TOKEN not in repr(source)
+def test_read_ids_returns_only_what_the_stream_filters_select(emulator: OpenCTIEmulator) -> None:
+    """A scoped read: ids AND the stream's filters. An id outside the filters, or one that
+    does not exist, is simply absent; pages and chunks of ids do not change the answer."""
+    records = emulator.indicators()
+    inside = [r for r in records if (r.get("score") or 0) >= 50][:5]
+    outside = [r for r in records if (r.get("score") or 0) < 50][:5]
+    assert inside and outside
+    emulator.stream_filters = score_at_least(50)
+    try:
+        wanted = [r["id"] for r in inside + outside] + ["no-such-indicator"]
+        before = len(indicator_pages(emulator))
+        read = source_for(emulator, ids_per_call=4).read_ids(wanted, lambda row: row["id"])
+        assert sorted(read) == sorted(r["id"] for r in inside)
+        assert len(indicator_pages(emulator)) - before == 3  # 11 ids, 4 per call
+        assert source_for(emulator).read_ids([], lambda row: row) == []
+    finally:
+        emulator.stream_filters = None
 
 
 def test_client_is_built_lazily(emulator: OpenCTIEmulator) -> None:

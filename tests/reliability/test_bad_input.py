@@ -30,7 +30,7 @@ from reconciler.opencti.stream import STIX_EXT_OCTI, SSEParser, StreamEvent
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
-from reconciler.wiring import open_engine
+from reconciler.wiring import controller_options, open_engine
 from tests.reliability.support import TODAY, settings_for
 
 BOUNDED = settings(
@@ -316,7 +316,9 @@ def world() -> Iterator[World]:
             with open_engine(settings, clock=clock, on_call=metrics.on_defender_call) as engine:
                 source = ServedRows(base)
                 engine.source = source
-                controller = Controller(settings, engine=engine, metrics=metrics, clock=clock)
+                controller = Controller(
+                    controller_options(settings), engine=engine, metrics=metrics
+                )
                 assert controller.full_reconcile("startup") is True
                 assert len(defender.indicators()) > 20
                 yield World(defender, controller, metrics, source, errors)

@@ -26,11 +26,17 @@ from reconciler.engine import Engine
 from reconciler.errors import TransientError
 from reconciler.opencti.source import OpenCTISource
 from reconciler.opencti.state import MemoryStore
-from reconciler.opencti.stream import StreamConsumer, StreamEvent
+from reconciler.opencti.stream import StreamConsumer, StreamEvent, StreamTuning
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator, RequestRecord
 from reconciler.sandbox.opencti import OpenCTIEmulator
-from reconciler.wiring import open_engine
+from reconciler.wiring import (
+    controller_options,
+    mapping_policy,
+    open_engine,
+    ownership,
+    plan_policy,
+)
 from tests.reliability.support import (
     TODAY,
     deleted_ids,
@@ -129,8 +135,15 @@ def test_chaos_converges_within_five_runs_and_never_touches_other_applications(
     settings = settings_for(defender, opencti)
     client = short_timeout_client(defender, clock, timeout=TIMEOUT, seed=3)
     source = OpenCTISource(opencti.url, opencti.token, opencti.stream_id, page_size=1000)
-    engine = Engine.from_settings(settings, source=source, defender=client, clock=clock)
-    controller = Controller(settings, engine=engine, clock=clock)
+    engine = Engine(
+        source=source,
+        defender=client,
+        mapping_policy=mapping_policy(settings),
+        plan_policy=plan_policy(settings),
+        ownership=ownership(settings),
+        clock=clock,
+    )
+    controller = Controller(controller_options(settings), engine=engine)
     foreign = _add_foreign_rows(defender, engine)
     foreign_keys = {row_key(r) for r in foreign.values()}
     opencti_ids = [r["id"] for r in opencti.indicators()]
@@ -166,10 +179,7 @@ def test_chaos_converges_within_five_runs_and_never_touches_other_applications(
         opencti.stream_id,
         on_events=on_events,
         state=MemoryStore(head),
-        batch_window=0.05,
-        batch_max=200,
-        backoff_base=0.05,
-        backoff_cap=0.3,
+        tuning=StreamTuning(batch_window=0.05, batch_max=200, backoff_base=0.05, backoff_cap=0.3),
     )
     consumer.start()
     try:
@@ -201,8 +211,8 @@ def test_chaos_converges_within_five_runs_and_never_touches_other_applications(
     faults = Counter(r.status for r in log if r.status in (0, 401, 429, 500, 503))
 
     try:
-        desired = engine.read_desired()
-        plan = engine.plan(desired=desired)
+        plan = engine.plan()
+        desired = engine.index.full_state()
         actual = engine.read_actual()
     finally:
         client.close()

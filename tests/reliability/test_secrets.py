@@ -33,11 +33,11 @@ from reconciler.logs import add_secret, configure_logging
 from reconciler.metrics import Metrics
 from reconciler.opencti.source import OpenCTISource
 from reconciler.opencti.state import MemoryStore
-from reconciler.opencti.stream import StreamConsumer, StreamEvent
+from reconciler.opencti.stream import StreamConsumer, StreamEvent, StreamTuning
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
 from reconciler.sandbox.opencti import OpenCTIEmulator
-from reconciler.wiring import open_engine
+from reconciler.wiring import controller_options, open_engine
 from tests.e2e.support import write_config
 from tests.reliability.support import TODAY, settings_for
 
@@ -193,7 +193,7 @@ def test_controller_logs_and_metrics_show_no_secret(env: Env) -> None:
         with open_engine(
             settings, clock=clock, on_token=add_secret, on_call=metrics.on_defender_call
         ) as engine:
-            controller = Controller(settings, engine=engine, metrics=metrics, clock=clock)
+            controller = Controller(controller_options(settings), engine=engine, metrics=metrics)
             assert controller.full_reconcile("startup") is True
             record = env.opencti.indicators()[0]
             data = OpenCTIEmulator.stix_object(record)
@@ -239,8 +239,7 @@ def test_stream_consumer_logs_show_no_token(env: Env) -> None:
             on_events=lambda events: None,
             state=MemoryStore(),
             on_status=on_status,
-            backoff_base=0.05,
-            backoff_cap=0.2,
+            tuning=StreamTuning(backoff_base=0.05, backoff_cap=0.2),
         )
         consumer.start()
         try:

@@ -1,0 +1,33 @@
+"""The one definition of every default the settings and the policies share.
+
+``config.py`` declares its fields with these values and the policy dataclasses
+(``MappingPolicy``, ``PlanPolicy``, ``Ownership``) take them as their defaults, so a default
+is written once. Constants only: no imports from the rest of the package, no logic.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXPIRE_DAYS",
+    "INTERVAL_SECONDS",
+    "MAX_DELETES",
+    "MAX_DELETE_RATIO",
+    "OWNERSHIP_TAG",
+    "QUOTA",
+    "RATIO_MIN_DELETES",
+]
+
+#: Defender ``application`` value marking the indicators this reconciler owns.
+OWNERSHIP_TAG = "opencti"
+#: Longest lifetime of a deployed indicator, in days from its OpenCTI timestamp (0 = no cap).
+EXPIRE_DAYS = 30
+#: Active indicators a Defender tenant holds (shared with every other tool).
+QUOTA = 15000
+#: Most deletes (and expires) one run applies without an explicit override.
+MAX_DELETES = 1000
+#: Largest share of the owned indicators one run deletes without an explicit override.
+MAX_DELETE_RATIO = 0.5
+#: The ratio guard only triggers from this many deletes on (small tenants churn).
+RATIO_MIN_DELETES = 10
+#: Seconds between two scheduled full reconciles.
+INTERVAL_SECONDS = 300
