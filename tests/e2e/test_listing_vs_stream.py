@@ -14,7 +14,7 @@ from reconciler.mapping import (
 )
 from reconciler.opencti.source import OpenCTISource
 from reconciler.opencti.state import MemoryStore
-from reconciler.opencti.stream import StreamConsumer, StreamEvent
+from reconciler.opencti.stream import StreamConsumer, StreamEvent, StreamTuning
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.opencti import OpenCTIEmulator
 from tests.e2e.support import TODAY
@@ -48,7 +48,7 @@ def test_listing_rows_and_stream_events_map_identically() -> None:
             opencti.stream_id,
             on_events=on_events,
             state=MemoryStore(None),
-            batch_window=0.05,
+            tuning=StreamTuning(batch_window=0.05),
         )
         consumer.start()
         try:

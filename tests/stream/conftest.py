@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from loguru import logger
 
 from reconciler.opencti.state import MemoryStore, PositionStore
-from reconciler.opencti.stream import StreamConsumer, StreamEvent
+from reconciler.opencti.stream import StreamConsumer, StreamEvent, StreamTuning
 from reconciler.sandbox.opencti import OpenCTIEmulator
 
 TOKEN = "tok-SECRET-7f3a9c"
@@ -97,8 +97,13 @@ def emu() -> Iterator[OpenCTIEmulator]:
 def make_consumer(
     collector: Collector,
 ) -> Iterator[Callable[..., StreamConsumer]]:
-    """Build consumers wired to the collector; every one is stopped at teardown."""
+    """Build consumers wired to the collector; every one is stopped at teardown.
+
+    Keyword arguments named like a ``StreamTuning`` field go into the consumer's ``tuning``
+    (on top of fast test defaults); the others go to ``StreamConsumer`` as they are.
+    """
     made: list[StreamConsumer] = []
+    knobs = {f.name for f in fields(StreamTuning)}
 
     def build(
         url: str,
@@ -109,14 +114,22 @@ def make_consumer(
         start: bool = True,
         **kwargs: Any,
     ) -> StreamConsumer:
-        kwargs.setdefault("batch_window", 0.1)
-        kwargs.setdefault("backoff_base", 0.05)
-        kwargs.setdefault("backoff_cap", 0.5)
-        kwargs.setdefault("handler_retry_delay", 0.02)
+        tuning: dict[str, Any] = {
+            "batch_window": 0.1,
+            "backoff_base": 0.05,
+            "backoff_cap": 0.5,
+            "handler_retry_delay": 0.02,
+        }
+        tuning.update({k: kwargs.pop(k) for k in list(kwargs) if k in knobs})
         kwargs.setdefault("on_events", collector.on_events)
         kwargs.setdefault("on_status", collector.on_status)
         consumer = StreamConsumer(
-            url, token, stream_id, state=state if state is not None else MemoryStore(), **kwargs
+            url,
+            token,
+            stream_id,
+            state=state if state is not None else MemoryStore(),
+            tuning=StreamTuning(**tuning),
+            **kwargs,
         )
         made.append(consumer)
         if start:
