@@ -15,6 +15,7 @@ from reconciler.clock import SystemClock
 
 if TYPE_CHECKING:
     from reconciler.config import Settings
+    from reconciler.model import RawIndicator
     from reconciler.sandbox.defender import DefenderEmulator
     from reconciler.sandbox.opencti import OpenCTIEmulator
 
@@ -99,42 +100,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
             ok &= plan.is_empty
 
             _heading(out, "4. drift: edits in the Defender portal and in OpenCTI", color)
-            owned = [r for r in defender.indicators() if r.get("application") == "opencti"]
-            owned.sort(key=lambda r: int(r["id"]))
-            a, b, c, e = owned[0], owned[1], owned[2], owned[4]
-            defender.update_indicator(a["id"], severity="Informational", title="edited in portal")
-            out.write(f"  portal: severity/title of {a['indicatorValue']} edited\n")
-            defender.delete_indicator(b["id"])
-            out.write(f"  portal: {b['indicatorValue']} deleted by hand\n")
-            flipped = "Audit" if e["action"] != "Audit" else "Block"
-            defender.update_indicator(e["id"], action=flipped, generateAlert=True)
-            out.write(f"  portal: action of {e['indicatorValue']} changed to {flipped}\n")
-            stray = defender.add_indicator(
-                indicatorValue="stray-owned.example",
-                indicatorType="DomainName",
-                action="Block",
-                title="left over",
-                description="owned but no longer in OpenCTI",
-                application="opencti",
-                severity="High",
-                generateAlert=True,
-            )
-            out.write(f"  stray owned indicator {stray['indicatorValue']} appeared\n")
-            soc = defender.add_indicator(
-                indicatorValue=c["indicatorValue"],
-                indicatorType=c["indicatorType"],
-                action="Allowed",
-                title="SOC exception",
-                description="made by the SOC team",
-                application="SOC",
-                createdBySource="Portal",
-            )
-            out.write(
-                f"  SOC team added their own {soc['indicatorValue']} (Allowed): never touched\n"
-            )
-            deployed = {str(r.get("externalId")) for r in owned[5:]}
-            revoked_id = _revoke_one(opencti, deployed)
-            out.write(f"  OpenCTI: indicator {revoked_id} revoked\n")
+            soc = _make_drift(defender, opencti, out)
 
             _heading(out, "5. reconciler plan (shows exactly that drift)", color)
             plan = engine.plan()
@@ -160,6 +126,46 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
         )
         out.flush()
         return 0 if ok else 1
+
+
+def _make_drift(defender: DefenderEmulator, opencti: OpenCTIEmulator, out: IO[str]) -> RawIndicator:
+    """Step 4: a portal edit, a portal delete, an action flip, a stray owned indicator, a SOC
+    indicator on a desired value and an OpenCTI revocation; returns the SOC's row."""
+    owned = [r for r in defender.indicators() if r.get("application") == "opencti"]
+    owned.sort(key=lambda r: int(r["id"]))
+    a, b, c, e = owned[0], owned[1], owned[2], owned[4]
+    defender.update_indicator(a["id"], severity="Informational", title="edited in portal")
+    out.write(f"  portal: severity/title of {a['indicatorValue']} edited\n")
+    defender.delete_indicator(b["id"])
+    out.write(f"  portal: {b['indicatorValue']} deleted by hand\n")
+    flipped = "Audit" if e["action"] != "Audit" else "Block"
+    defender.update_indicator(e["id"], action=flipped, generateAlert=True)
+    out.write(f"  portal: action of {e['indicatorValue']} changed to {flipped}\n")
+    stray = defender.add_indicator(
+        indicatorValue="stray-owned.example",
+        indicatorType="DomainName",
+        action="Block",
+        title="left over",
+        description="owned but no longer in OpenCTI",
+        application="opencti",
+        severity="High",
+        generateAlert=True,
+    )
+    out.write(f"  stray owned indicator {stray['indicatorValue']} appeared\n")
+    soc = defender.add_indicator(
+        indicatorValue=c["indicatorValue"],
+        indicatorType=c["indicatorType"],
+        action="Allowed",
+        title="SOC exception",
+        description="made by the SOC team",
+        application="SOC",
+        createdBySource="Portal",
+    )
+    out.write(f"  SOC team added their own {soc['indicatorValue']} (Allowed): never touched\n")
+    deployed = {str(r.get("externalId")) for r in owned[5:]}
+    revoked_id = _revoke_one(opencti, deployed)
+    out.write(f"  OpenCTI: indicator {revoked_id} revoked\n")
+    return soc
 
 
 def _revoke_one(opencti: Any, deployed: set[str]) -> str:
