@@ -33,7 +33,7 @@ ENDPOINTS = ("list", "submit", "import", "delete", "batch_delete")
 _MINUTE = 60.0
 _HOUR = 3600.0
 
-#: Documented limits (reference §7.6). Import states no hourly figure.
+#: The limits Microsoft documents per endpoint. The import page states no hourly figure.
 DEFAULT_LIMITS: Mapping[str, Sequence[Window]] = {
     "list": (Window(100, _MINUTE), Window(1500, _HOUR)),
     "submit": (Window(100, _MINUTE), Window(1500, _HOUR)),

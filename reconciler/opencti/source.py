@@ -32,8 +32,8 @@ description pattern_type pattern valid_from valid_until x_opencti_score x_openct
 x_opencti_main_observable_type x_opencti_observable_values { type value hashes { algorithm hash } }
 objectLabel { id value }"""
 
-#: Stream-filter keys the ``indicators`` query accepts (Indicator attributes and refs, see the
-#: reference notes §4.2); other keys (``objects``, ``priority``, relationship keys…) are dropped.
+#: Stream-filter keys the ``indicators`` query accepts (Indicator attributes and refs); other
+#: keys (``objects``, ``priority``, relationship keys…) are dropped.
 LISTABLE_FILTER_KEYS = frozenset(
     {
         "entity_type",
