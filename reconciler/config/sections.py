@@ -1,26 +1,18 @@
-"""The reconciler's configuration: one pydantic model, read from a YAML file and env vars.
+"""The shape of the configuration: the four section models (``opencti``, ``connector``,
+``microsoft_defender_intel``, ``reconciler``) with every key's env var, default, what it accepts
+and its description; ``Settings``, the whole validated configuration; the tables derived from
+the sections (``ENV_VARS``, ``REQUIRED_KEYS``, ``SECRET_KEYS``, ``settings_reference``) and the
+pycti keys a seed connector's configuration may carry, accepted and ignored.
 
-Owns: the ``Settings`` model (sections ``opencti``, ``connector``, ``microsoft_defender_intel``,
-``reconciler``), the env var name of every key (``ENV_VARS``, the seed connector's names kept
-exactly), precedence (CLI overrides > env var > YAML file > default), parsing of env strings
-(booleans, comma lists, empty = unset), and one ``ConfigError`` naming every bad key.
-Must not: log, open network connections, or put a secret's value in a message.
-
-Why not pydantic-settings: its env names are derived from the model (``OPENCTI__URL`` style)
-and its errors do not say which source a value came from; the seed's ``SECTION_KEY`` names and
-an error that names file/env per key are the contract here, and a 40-line merge does both.
+Must not: read a file or the environment, decide precedence, word the ``ConfigError`` (the
+``loading`` module does all three), log, or show a secret's value (``redacted`` masks them).
 """
 
 from __future__ import annotations
 
-import difflib
-import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -28,40 +20,30 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
 )
 
 from reconciler import defaults
-from reconciler.errors import ConfigError, excerpt
+from reconciler.config.values import (
+    _BOOL_WORDS,
+    _LOG_LEVELS,
+    Flag,
+    LogFormat,
+    LogLevel,
+    Names,
+    NonEmpty,
+    Url,
+    _check_file,
+    _check_ignorable,
+    _check_path,
+    _parse_action,
+    _setting,
+    _show,
+)
 from reconciler.model import IGNORABLE_FIELDS, Action
-
-__all__ = [
-    "DEFAULT_CONFIG_FILE",
-    "ENV_VARS",
-    "IGNORABLE_FIELDS",
-    "MASK",
-    "REQUIRED_KEYS",
-    "SECRET_KEYS",
-    "ConnectorSection",
-    "DefenderSection",
-    "OpenCTISection",
-    "ReconcilerSection",
-    "Settings",
-    "load_settings",
-    "settings_reference",
-]
-
-#: Read when ``load_settings`` gets no path and the file exists in the working directory.
-DEFAULT_CONFIG_FILE = "config.yml"
 
 #: What a secret is shown as in ``Settings.redacted()``.
 MASK = "********"
-
-_TRUE = frozenset({"true", "yes", "1"})
-_FALSE = frozenset({"false", "no", "0"})
-_BOOL_WORDS = "true/false/yes/no/1/0"
-_LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
 # Keys pycti's OpenCTIConnectorHelper reads that this service does not use; a seed config.yml
 # may carry them, so they are accepted and ignored instead of being reported as typos.
@@ -104,128 +86,6 @@ _PYCTI_KEYS: dict[str, frozenset[str]] = {
         }
     ),
 }
-
-
-# -- value parsers (run before pydantic's own type checks) --------------------------------------
-
-
-def _parse_bool(value: Any) -> Any:
-    """Accept real booleans, 0/1 and the words true/false/yes/no (any case); refuse the rest,
-    so a typo like ``ture`` is an error instead of pydantic's looser reading."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-    raise ValueError(f"{_show(value)} is not a boolean ({_BOOL_WORDS})")
-
-
-def _split_list(value: Any) -> Any:
-    """A comma-separated string (env var or YAML) or a YAML list → tuple of non-blank strings."""
-    if value is None:
-        return ()
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple):
-        return value  # let pydantic name the type problem
-    return tuple(str(item).strip() for item in items if str(item).strip())
-
-
-def _check_url(value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{_show(value)} is not an http(s) URL")
-    return value.strip().rstrip("/")
-
-
-def _check_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"{_show(value)} is not a path starting with '/'")
-    return value
-
-
-def _check_file(value: Path) -> Path:
-    if not value.is_file():
-        raise ValueError(f"{_show(str(value))} is not an existing file")
-    return value
-
-
-def _check_non_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("an empty string is not allowed")
-    return value.strip()
-
-
-def _parse_action(value: Any) -> Any:
-    """Match an action name case-insensitively (``block`` → ``Block``)."""
-    if isinstance(value, str):
-        for action in Action:
-            if action.value.lower() == value.strip().lower():
-                return action
-    return value
-
-
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def _check_ignorable(value: tuple[str, ...]) -> tuple[str, ...]:
-    bad = [item for item in value if item not in IGNORABLE_FIELDS]
-    if bad:
-        shown = ", ".join(_show(b) for b in bad)
-        verb = "is" if len(bad) == 1 else "are"
-        raise ValueError(f"{shown} {verb} not one of {', '.join(IGNORABLE_FIELDS)}")
-    return value
-
-
-def _show(value: Any) -> str:
-    """A value as quoted in an error: repr, cut short (never used for secrets)."""
-    return excerpt(repr(value), 80)
-
-
-Flag = Annotated[bool, BeforeValidator(_parse_bool)]
-Names = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
-Url = Annotated[str, AfterValidator(_check_url)]
-NonEmpty = Annotated[str, AfterValidator(_check_non_empty)]
-LogLevel = Annotated[Literal["debug", "info", "warn", "warning", "error"], BeforeValidator(_lower)]
-LogFormat = Annotated[Literal["auto", "text", "json"], BeforeValidator(_lower)]
-
-
-def _setting(
-    default: Any,
-    meaning: str,
-    *,
-    env: str,
-    accepted: str,
-    required: bool = False,
-    secret: bool = False,
-    **constraints: Any,
-) -> Any:
-    """A field with its env var, what it accepts (quoted in errors), and a description that
-    says meaning, default and env var (read by the README and Helm chart generators)."""
-    if required:
-        shown = "required"
-    elif default is None:
-        shown = "default: not set"
-    elif isinstance(default, tuple):
-        shown = f"default: {', '.join(default) or 'empty list'}"
-    else:
-        shown = f"default: {default}"
-    return Field(
-        default=default,
-        description=f"{meaning} Accepts {accepted}; {shown}; env {env}.",
-        json_schema_extra={
-            "env": env,
-            "accepted": accepted,
-            "required": required,
-            "secret": secret,
-        },
-        **constraints,
-    )
 
 
 class _Section(BaseModel):
@@ -570,171 +430,3 @@ class Settings(BaseModel):
         """The non-empty secret strings (OpenCTI token, client secret) for log redaction."""
         values = (self.get(k) for k in SECRET_KEYS)
         return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
-
-
-# -- loading -----------------------------------------------------------------------------------
-
-
-def load_settings(
-    path: str | Path | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    require: bool = True,
-) -> Settings:
-    """Read the YAML file (``path``, else ``./config.yml`` when present), apply env vars
-    (``env``, else ``os.environ``) and ``overrides`` (dotted keys; ``None`` values are
-    skipped), validate, and return the settings.
-
-    Raises ``ConfigError`` naming every problem at once. With ``require=False`` the required
-    keys may stay unset (``None``), for commands that need only part of the configuration."""
-    env = os.environ if env is None else env
-    problems: list[tuple[int, str]] = []
-    file_label = ""
-    document: dict[str, Any] = {}
-    file_path = _resolve_path(path)
-    if file_path is not None:
-        file_label = f"file {file_path.name}"
-        document = _read_yaml(file_path)
-        problems += _unknown_keys(document, file_label)
-
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    for dotted, env_name in ENV_VARS.items():
-        section, key = dotted.split(".", 1)
-        raw_section = document.get(section)
-        file_value = raw_section.get(key) if isinstance(raw_section, dict) else None
-        if not _unset(file_value):
-            values[dotted], origin[dotted] = file_value, file_label
-        env_value = env.get(env_name)
-        if env_value is not None and env_value.strip():
-            values[dotted], origin[dotted] = env_value.strip(), "env"
-    for dotted, value in (overrides or {}).items():
-        if dotted not in ENV_VARS:
-            problems.append((len(ENV_VARS), f"  {dotted} (override): unknown key"))
-        elif value is not None:
-            values[dotted], origin[dotted] = value, "override"
-
-    nested: dict[str, dict[str, Any]] = {section: {} for section in _SECTIONS}
-    for dotted, value in values.items():
-        section, key = dotted.split(".", 1)
-        nested[section][key] = value
-
-    settings: Settings | None = None
-    try:
-        settings = Settings.model_validate(nested)
-    except ValidationError as exc:
-        problems += _describe(exc, values, origin)
-    if require:
-        order = list(ENV_VARS)
-        for dotted in REQUIRED_KEYS:
-            if dotted not in values:
-                line = f"  {dotted} ({ENV_VARS[dotted]}): required, not set"
-                problems.append((order.index(dotted), line))
-    if problems or settings is None:
-        raise ConfigError(_summary(problems, values))
-    return settings
-
-
-def _unset(value: Any) -> bool:
-    """A YAML key left empty (``key:``) or ``""`` means "use the default", like an empty env."""
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _resolve_path(path: str | Path | None) -> Path | None:
-    if path is None:
-        default = Path(DEFAULT_CONFIG_FILE)
-        return default if default.is_file() else None
-    return Path(path)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"cannot read config file {path}: not UTF-8 text") from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # str(exc) quotes the offending line, which may hold a secret: use the position only.
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"cannot parse config file {path}: {where}: {problem}") from None
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"config file {path} must be a mapping of sections "
-            f"({', '.join(_SECTIONS)}), not {type(document).__name__}"
-        )
-    return document
-
-
-def _unknown_keys(document: dict[str, Any], label: str) -> list[tuple[int, str]]:
-    """Every key of the file that is not a setting (nor a pycti key we knowingly ignore)."""
-    last = len(ENV_VARS)
-    problems: list[tuple[int, str]] = []
-    for section, body in document.items():
-        name = str(section)
-        if name not in _SECTIONS:
-            hint = _did_you_mean(name, list(_SECTIONS))
-            problems.append((last, f"  {name} (from {label}): unknown section{hint}"))
-            continue
-        if body is None:
-            continue
-        if not isinstance(body, dict):
-            problems.append((last, f"  {name} (from {label}): must be a mapping of keys"))
-            continue
-        known = _SECTIONS[name].model_fields
-        for key in body:
-            if str(key) in known or str(key) in _PYCTI_KEYS.get(name, ()):
-                continue
-            hint = _did_you_mean(str(key), list(known))
-            problems.append((last, f"  {name}.{key} (from {label}): unknown key{hint}"))
-    return problems
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
-
-
-def _describe(
-    exc: ValidationError, values: dict[str, Any], origin: dict[str, str]
-) -> list[tuple[int, str]]:
-    """One line per bad key: key, env var, source, and what was wrong / what is accepted."""
-    order = list(ENV_VARS)
-    lines: dict[str, tuple[int, str]] = {}
-    for error in exc.errors():
-        loc = error["loc"]
-        dotted = ".".join(str(part) for part in loc[:2])
-        if dotted in lines or dotted not in ENV_VARS:
-            continue
-        extra = _extra(*dotted.split(".", 1))
-        if extra["secret"]:
-            reason = f"the value is not {extra['accepted']}"  # never echo a secret
-        elif error["type"] == "value_error":
-            reason = str(error["ctx"]["error"])
-        else:
-            reason = f"{_show(values.get(dotted, error['input']))} is not {extra['accepted']}"
-        source = origin.get(dotted, "default")
-        line = f"  {dotted} ({ENV_VARS[dotted]}, from {source}): {reason}"
-        lines[dotted] = (order.index(dotted), line)
-    return list(lines.values())
-
-
-def _summary(problems: list[tuple[int, str]], values: dict[str, Any]) -> str:
-    count = len(problems)
-    text = f"invalid configuration ({count} problem{'s' if count != 1 else ''}):\n"
-    text += "\n".join(line for _, line in sorted(problems))
-    # Belt and braces: no secret may leak through a quoted value of another key.
-    for dotted in SECRET_KEYS:
-        secret = values.get(dotted)
-        if isinstance(secret, SecretStr):
-            secret = secret.get_secret_value()
-        if isinstance(secret, str) and secret.strip():
-            text = text.replace(secret.strip(), MASK)
-    return text
