@@ -14,6 +14,8 @@ from typing import IO, TYPE_CHECKING, Any
 from reconciler.clock import SystemClock
 
 if TYPE_CHECKING:
+    import threading
+
     from reconciler.config import Settings
     from reconciler.model import RawIndicator
     from reconciler.sandbox.defender import DefenderEmulator
@@ -168,7 +170,7 @@ def _make_drift(defender: DefenderEmulator, opencti: OpenCTIEmulator, out: IO[st
     return soc
 
 
-def _revoke_one(opencti: Any, deployed: set[str]) -> str:
+def _revoke_one(opencti: OpenCTIEmulator, deployed: set[str]) -> str:
     """Revoke one deployed, single-value indicator of the fake OpenCTI; return its id."""
     for rec in sorted(opencti.indicators(), key=lambda r: str(r["id"])):
         pattern = str(rec.get("pattern", ""))
@@ -186,7 +188,7 @@ def serve_sandbox(
     defender_port: int = 0,
     opencti_port: int = 0,
     out: IO[str],
-    stop: Any = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Run both emulators until interrupted and write a ready-to-use config file for them.
 

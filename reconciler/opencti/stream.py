@@ -17,11 +17,11 @@ stop the process, or log the token. The parts, each owning its share of the beha
 Why not pycti's ``OpenCTIConnectorHelper.listen_stream``: it kills its own process (SIGTERM
 through ``sys.excepthook``) when the callback raises, when a reconnect fails (stream server
 down, 401, 410), when it is stopped, and when its 45 s heartbeat watchdog fires (pycti's
-``ListenStream`` thread and its watchdog). That contradicts "the controller stays up and catches up when
-the stream server is killed and restarted" and "SIGTERM exits 0". So we speak the same small SSE
-protocol ourselves with httpx, the way pycti does on the wire (the reader's docstring lists the
-request). pycti's API client is used only to keep the position in OpenCTI's connector state
-(``state.OpenCTIConnectorStore``); any ``PositionStore`` works.
+``ListenStream`` thread and its watchdog). That contradicts "the controller stays up and catches
+up when the stream server is killed and restarted" and "SIGTERM exits 0". So we speak the same
+small SSE protocol ourselves with httpx, the way pycti does on the wire (the reader's docstring
+lists the request). pycti's API client is used only to keep the position in OpenCTI's connector
+state (``state.OpenCTIConnectorStore``); any ``PositionStore`` works.
 
 ``stop()`` wakes every wait, shuts the socket down, abandons buffered events that were not
 handed over yet (they are replayed after a restart), lets a running ``on_events`` finish

@@ -1,14 +1,14 @@
 """The planner's knobs: ``PlanPolicy`` (quota, delete guards, fields never corrected).
 
-It validates its own values and nothing else; it must not read files or the environment (the
-caller hands it settings).
+It validates its own values and nothing else; it must not read settings, files or the
+environment (``reconciler.wiring`` builds it from the settings; tests build it directly).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from reconciler.defaults import MAX_DELETE_RATIO, MAX_DELETES, QUOTA, RATIO_MIN_DELETES
 from reconciler.errors import ConfigError
 from reconciler.model import IGNORABLE_FIELDS
 
@@ -19,13 +19,14 @@ __all__ = ["PlanPolicy"]
 class PlanPolicy:
     """Knobs of the planner: quota, delete guards, fields never corrected."""
 
-    quota: int = 15000
-    max_deletes: int = 1000
-    max_delete_ratio: float = 0.5
+    quota: int = QUOTA
+    max_deletes: int = MAX_DELETES
+    max_delete_ratio: float = MAX_DELETE_RATIO
     ignore_fields: tuple[str, ...] = ()
+    #: Lifts the mass-deletion guards (``apply --allow-mass-delete``), never from settings.
     allow_mass_delete: bool = False
     #: The ratio guard needs at least this many deletes to trigger (small tenants churn).
-    ratio_min_deletes: int = 10
+    ratio_min_deletes: int = RATIO_MIN_DELETES
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.ignore_fields if f not in IGNORABLE_FIELDS]
@@ -39,18 +40,3 @@ class PlanPolicy:
                 "reconciler.quota and reconciler.max_deletes must be >= 0 and "
                 "reconciler.max_delete_ratio between 0 and 1"
             )
-
-    @classmethod
-    def from_settings(cls, cfg: Any) -> PlanPolicy:
-        """Build from ``cfg.reconciler`` (duck-typed: ``quota``, ``max_deletes``,
-        ``max_delete_ratio``, ``ignore_fields``; missing attributes keep the defaults)."""
-        section = getattr(cfg, "reconciler", cfg)
-        base = cls()
-        return cls(
-            quota=int(getattr(section, "quota", base.quota)),
-            max_deletes=int(getattr(section, "max_deletes", base.max_deletes)),
-            max_delete_ratio=float(getattr(section, "max_delete_ratio", base.max_delete_ratio)),
-            ignore_fields=tuple(getattr(section, "ignore_fields", ()) or ()),
-            allow_mass_delete=bool(getattr(section, "allow_mass_delete", False)),
-            ratio_min_deletes=int(getattr(section, "ratio_min_deletes", base.ratio_min_deletes)),
-        )

@@ -37,8 +37,7 @@ C, U, R, D, E, S = (
 
 def actions(plan: Plan) -> list[tuple[str, str, str | None, str]]:
     return [
-        (c.kind.value, c.key.value if c.key else "", c.defender_id, c.reason)
-        for c in plan.changes
+        (c.kind.value, c.key.value if c.key else "", c.defender_id, c.reason) for c in plan.changes
     ]
 
 
@@ -178,22 +177,6 @@ def test_ignored_field_keeps_owned_value_when_another_field_updates() -> None:
 def test_ignore_fields_rejects_identity_and_unknown(bad: str) -> None:
     with pytest.raises(ConfigError, match=bad):
         PlanPolicy(ignore_fields=(bad,))
-
-
-def test_policy_from_settings_duck_typed() -> None:
-    class Section:
-        quota = 100
-        max_deletes = 7
-        max_delete_ratio = 0.25
-        ignore_fields = ["title"]
-
-    class Cfg:
-        reconciler = Section()
-
-    policy = PlanPolicy.from_settings(Cfg())
-    assert policy == PlanPolicy(
-        quota=100, max_deletes=7, max_delete_ratio=0.25, ignore_fields=("title",)
-    )
 
 
 # -- replace -------------------------------------------------------------------------------
