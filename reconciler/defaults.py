@@ -1,6 +1,6 @@
 """The one definition of every default the settings and the policies share.
 
-``config.py`` declares its fields with these values and the policy dataclasses
+``reconciler.config`` declares its fields with these values and the policy dataclasses
 (``MappingPolicy``, ``PlanPolicy``, ``Ownership``) take them as their defaults, so a default
 is written once. Constants only: no imports from the rest of the package, no logic.
 """
