@@ -28,8 +28,20 @@ from reconciler.clock import Clock, SystemClock
 from reconciler.defender.client import odata_quote
 from reconciler.errors import ListingError, StalePlanError
 from reconciler.gcpause import paused_gc
-from reconciler.mapping import DesiredState, MappingPolicy, indicator_from_graphql
-from reconciler.model import DefenderIndicator, IndicatorKey, Ownership, RawIndicator, Skipped
+from reconciler.mapping import (
+    DesiredState,
+    MappingPolicy,
+    canonical_value,
+    indicator_from_graphql,
+)
+from reconciler.model import (
+    DefenderIndicator,
+    IndicatorKey,
+    IndicatorType,
+    Ownership,
+    RawIndicator,
+    Skipped,
+)
 from reconciler.plan import (
     ForeignIdentity,
     Plan,
@@ -98,27 +110,45 @@ class Outcome:
 
 def split_owned(rows: Iterable[RawIndicator], ownership: Ownership) -> ActualState:
     """Partition a listing into owned indicators (``ownership.owns``) and a count of the rest.
-    An owned row we cannot parse makes the listing unusable (never a hole)."""
+
+    Tolerant reader: owned values are brought to canonical form (``mapping.canonical_value``)
+    and unknown enum names kept as text (see ``DefenderIndicator``), so an equivalent echo or a
+    portal edit never makes the listing unusable. Only an owned row without an id or value
+    does: never a hole in what we own."""
     owned: list[DefenderIndicator] = []
     held: dict[ForeignIdentity, str] = {}
     others = 0
     for row in rows:
         if ownership.owns(row.get("application")):
-            try:
-                owned.append(DefenderIndicator.from_raw(row))
-            except ValidationError as exc:
-                raise ListingError(
-                    f"owned indicator id={row.get('id')!r} could not be read "
-                    f"({exc.error_count()} invalid fields); nothing acted on"
-                ) from exc
-        else:
-            others += 1
-            ident = foreign_identity(
-                row.get("indicatorType"), row.get("indicatorValue"), row.get("action")
-            )
-            if ident is not None:
-                held.setdefault(ident, str(row.get("application") or "(no application)"))
+            owned.append(_read_owned(row))
+            continue
+        others += 1
+        type_name, value = row.get("indicatorType"), row.get("indicatorValue")
+        if isinstance(value, str) and type_name in _TYPES:
+            value = canonical_value(_TYPES[type_name], value)
+        ident = foreign_identity(type_name, value)
+        if ident is not None and ident not in held:
+            app = row.get("application") or "(no application)"
+            held[ident] = f"{app!r} (action {row.get('action')})"
     return ActualState(tuple(owned), others, held)
+
+
+_TYPES = {t.value: t for t in IndicatorType}
+
+
+def _read_owned(row: RawIndicator) -> DefenderIndicator:
+    try:
+        ind = DefenderIndicator.from_raw(row)
+    except ValidationError as exc:
+        raise ListingError(
+            f"owned indicator id={row.get('id')!r} could not be read "
+            f"({exc.error_count()} invalid fields); nothing acted on"
+        ) from exc
+    if isinstance(ind.indicator_type, IndicatorType):
+        value = canonical_value(ind.indicator_type, ind.indicator_value)
+        if value != ind.indicator_value:
+            ind = ind.model_copy(update={"indicator_value": value})
+    return ind
 
 
 class Engine:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.defaults import OWNERSHIP_TAG
@@ -30,6 +30,7 @@ __all__ = [
     "Severity",
     "SkipReason",
     "Skipped",
+    "canonical_action",
     "format_datetime",
     "parse_datetime",
 ]
@@ -295,15 +296,65 @@ class DesiredIndicator(_Wire):
         }
 
 
+def _known(enum: type[StrEnum]) -> dict[str, StrEnum]:
+    return {member.value.casefold(): member for member in enum}
+
+
+_KNOWN_TYPES = _known(IndicatorType)
+_KNOWN_ACTIONS = _known(Action)
+_KNOWN_SEVERITIES = _known(Severity)
+
+
+def _tolerant(known: dict[str, StrEnum], required: bool) -> Any:
+    """A before-validator: a known name (any case, surrounding blanks) becomes the member, any
+    other non-empty text is kept as text (a value Microsoft added or renamed), so one row a
+    portal user edited never makes a whole listing unreadable."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str) and value.strip():
+            return known.get(value.strip().casefold(), value.strip())
+        if value is None and not required:
+            return None
+        raise ValueError(f"expected a name, got {type(value).__name__}")
+
+    return parse
+
+
+#: Legacy action names Defender may answer with, and the current action each stands for:
+#: ``Alert`` is ``Audit`` with an alert; ``AlertAndBlock`` is ``Block`` (network types) or
+#: ``BlockAndRemediate`` (files). Compared through ``canonical_action`` on both sides, an alias
+#: seen on read never causes churn.
+_NETWORK = frozenset({"IpAddress", "DomainName", "Url"})
+
+
+def canonical_action(indicator_type: str, action: str) -> str:
+    """The current action name ``action`` stands for on an indicator of ``indicator_type``."""
+    if action == "Alert":
+        return "Audit"
+    if action == "AlertAndBlock":
+        return "Block" if indicator_type in _NETWORK else "BlockAndRemediate"
+    return action
+
+
+def _text(value: StrEnum | str | None) -> str | None:
+    return value.value if isinstance(value, StrEnum) else value
+
+
 class DefenderIndicator(_Wire):
-    """One indicator as Defender holds it (parsed from a listing row; unknown fields kept in
-    ``raw``)."""
+    """One indicator as Defender holds it (parsed from a listing row).
+
+    Tolerant reader: ``indicator_type``, ``action`` and ``severity`` are the enum member when
+    the name is known, else the text Defender sent; such a row simply differs from every
+    desired indicator (an unknown type has no ``key`` at all). Only a row without an ``id`` or
+    a value cannot be read."""
 
     id: str
-    indicator_type: IndicatorType
+    indicator_type: Annotated[IndicatorType | str, BeforeValidator(_tolerant(_KNOWN_TYPES, True))]
     indicator_value: str
-    action: Action
-    severity: Severity | None = None
+    action: Annotated[Action | str, BeforeValidator(_tolerant(_KNOWN_ACTIONS, True))]
+    severity: Annotated[
+        Severity | str | None, BeforeValidator(_tolerant(_KNOWN_SEVERITIES, False))
+    ] = None
     title: str | None = None
     description: str | None = None
     application: str | None = None
@@ -350,14 +401,22 @@ class DefenderIndicator(_Wire):
         return parsed
 
     @property
-    def key(self) -> IndicatorKey:
-        return IndicatorKey(self.indicator_type, self.indicator_value)
+    def key(self) -> IndicatorKey | None:
+        """The key, or ``None`` for an indicator type this code does not know."""
+        if isinstance(self.indicator_type, IndicatorType):
+            return IndicatorKey(self.indicator_type, self.indicator_value)
+        return None
+
+    @property
+    def type_name(self) -> str:
+        return str(_text(self.indicator_type))
 
     def essence(self) -> dict[str, Any]:
-        """The managed fields, normalised like ``DesiredIndicator.essence``."""
+        """The managed fields, normalised like ``DesiredIndicator.essence`` (an unknown enum
+        name as its text)."""
         return {
-            "action": self.action.value,
-            "severity": self.severity.value if self.severity else None,
+            "action": _text(self.action),
+            "severity": _text(self.severity),
             "title": self.title,
             "description": self.description,
             "expirationTime": format_datetime(self.expiration_time),

@@ -100,6 +100,8 @@ def _value(value: Any) -> str:
 
 
 def _key_text(change: Change) -> str:
+    if change.key is None and change.before:  # an owned row of an unknown indicator type
+        return f"{change.before.get('indicatorType')} {change.before.get('indicatorValue')}"
     if change.key is None:
         return "(no Defender key)"
     return f"{change.key.type.value} {change.key.value}"

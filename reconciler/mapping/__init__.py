@@ -64,6 +64,7 @@ from reconciler.mapping.models import DesiredState, MappingResult, ObservableVal
 from reconciler.mapping.pattern import PatternError, PatternRejected, parse_stix_pattern
 from reconciler.mapping.policy import MappingPolicy
 from reconciler.mapping.readers import OCTI_EXTENSION, indicator_from_graphql, indicator_from_stix
+from reconciler.mapping.values import canonical_value
 
 __all__ = [
     "DESCRIPTION_LIMIT",
@@ -78,6 +79,7 @@ __all__ = [
     "PatternError",
     "PatternRejected",
     "build_desired",
+    "canonical_value",
     "expiration_time",
     "indicator_from_graphql",
     "indicator_from_stix",

@@ -6,7 +6,8 @@ Implements these decisions of the package docstring: the IPv4 and IPv6 forms, CI
 ``/128`` as one host, non-public addresses (``private_ip``; documentation ranges kept), a file's
 strongest valid hash, domains and URLs. Total (returns a key or ``(reason, detail)``, never
 raises) and pure: no I/O (``idna`` is imported lazily, only for IDNs). Its names are
-package-internal: the package re-exports none of them.
+package-internal, except ``canonical_value`` (the same rules applied to the values Defender
+answers with), which the package re-exports.
 """
 
 from __future__ import annotations
@@ -230,3 +231,25 @@ def _file_key(obs: ObservableValue) -> _ValueOutcome:
             f"{obs.type} with only {names} hash; Defender takes MD5, SHA-1, SHA-256",
         )
     return (SkipReason.UNSUPPORTED_TYPE, f"{obs.type} without an MD5, SHA-1 or SHA-256 hash")
+
+
+def canonical_value(indicator_type: IndicatorType, value: str) -> str:
+    """The canonical form of a value Defender answered with, by the same rules as the desired
+    values (the tolerant reader of owned rows): IPv6 exploded, domains lower-case without a
+    trailing dot and IDNs in punycode, hashes lower-case, URLs stripped. A value that cannot be
+    read is returned stripped: it then simply matches no desired key. Fast for values already
+    in canonical form, which is what a listing of our own indicators mostly holds."""
+    text = value.strip()
+    if indicator_type is IndicatorType.IP_ADDRESS:
+        if ":" in text:
+            try:
+                return ipaddress.IPv6Address(text).exploded
+            except ValueError:
+                return text
+        return text
+    if indicator_type is IndicatorType.DOMAIN_NAME:
+        name = text.lower().removesuffix(".")
+        return name if name.isascii() else (_to_ascii_domain(name) or name)
+    if indicator_type is IndicatorType.URL:
+        return text
+    return text.lower()

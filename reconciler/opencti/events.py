@@ -89,8 +89,9 @@ class StreamEvent:
 
     @property
     def is_indicator(self) -> bool:
-        """True for STIX indicators, the only objects the reconciler acts on."""
-        return self.data.get("type") == "indicator"
+        """True for STIX indicators, the only objects the reconciler acts on (never raises on
+        a malformed object)."""
+        return isinstance(self.data, dict) and self.data.get("type") == "indicator"
 
 
 def decode_event(position: str, name: str, raw: str) -> StreamEvent:

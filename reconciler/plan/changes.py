@@ -35,7 +35,7 @@ __all__ = [
 def before_body(ind: DefenderIndicator, essence: Mapping[str, Any]) -> RawIndicator:
     """An owned indicator's key, application and managed fields (``essence`` is its own)."""
     body: RawIndicator = {
-        "indicatorType": ind.indicator_type.value,
+        "indicatorType": ind.type_name,
         "indicatorValue": ind.indicator_value,
         "application": ind.application,
     }

@@ -32,7 +32,7 @@ def owned_line(ind: DefenderIndicator, essence: Mapping[str, Any]) -> str:
     return repr(
         (
             ind.id,
-            ind.indicator_type.value,
+            ind.type_name,
             ind.indicator_value,
             ind.application,
             *(essence[f] for f in MANAGED_FIELDS),

@@ -10,18 +10,24 @@ Change kinds, decided per key (indicatorType, indicatorValue):
 
 - ``create``  desired, no owned copy in Defender;
 - ``update``  an owned copy with the same action differs in a managed field;
-- ``replace`` no owned copy with the desired action (Defender keys on type + value + action,
-  so a changed action needs a new indicator, then the old one deleted);
+- ``replace`` no owned copy with the desired action (a changed action is written as a new
+  indicator, then the old one deleted; ``apply`` never deletes an id the import answered with,
+  so this is also right when Defender upserts on type + value and updates the row in place);
 - ``expire``  owned, not desired, its OpenCTI indicator revoked or past its expiry;
 - ``delete``  owned, not desired (removed, or left the stream's filters), a duplicate owned
-  copy of a key, or a desired key cut by the quota;
+  copy of a key, a desired key cut by the quota, or an owned row of an indicator type this code
+  does not know (it can match no desired key);
 - ``skip``    desired but not deployable (mapping's reason, over the quota, or another
-  application already holds the same type, value and action).
+  application already holds the same type and value).
 
-Another application's indicator with a desired key's type, value (compared case-insensitively)
-and action is never overwritten: Defender upserts on (type, value, action), so importing that
-key would rewrite the other indicator. The key is skipped (``held_by_other_application``), takes
-no quota room, and an owned copy of it is deleted: the desired action is already in force.
+Another application's indicator with a desired key's type and value (canonical, compared
+case-insensitively) is never overwritten: if Defender upserts on (type, value), importing that
+key would rewrite the other indicator whatever its action (see ``foreign``). The key is skipped
+(``held_by_other_application``), takes no quota room, and an owned copy of it is deleted: the
+value is already managed by that application.
+
+Actions are compared through ``model.canonical_action``: a legacy alias Defender answers with
+(``Alert`` for ``Audit``...) is the same action, never a change.
 
 Quota: ``free = quota - non_owned`` (never below 0). When more keys are desired than fit, they
 are ranked by score (high first), then ``updated_at`` (newest first, unknown last), then key,
@@ -36,7 +42,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from reconciler.model import DefenderIndicator, DesiredIndicator, IndicatorKey, Skipped
+from reconciler.model import (
+    DefenderIndicator,
+    DesiredIndicator,
+    IndicatorKey,
+    Skipped,
+    canonical_action,
+)
 from reconciler.plan.changes import (
     after_body,
     before_body,
@@ -60,7 +72,7 @@ _Copy = tuple[DefenderIndicator, dict[str, Any]]
 #: ``PlanPolicy`` is frozen, so one shared default is safe.
 _DEFAULT_POLICY = PlanPolicy()
 
-_HELD_DELETE_DETAIL = "another application's indicator holds the desired action"
+_HELD_DELETE_DETAIL = "another application's indicator holds the same type and value"
 
 
 class _Diff(NamedTuple):
@@ -96,8 +108,9 @@ def build_plan(
     caller passes the owned indicators outside the scope in ``non_owned_count`` so the quota
     stays right.
 
-    ``held_by_others`` maps ``foreign_identity`` of every non-owned indicator to its
-    ``application``; desired keys matching one are skipped, never imported.
+    ``held_by_others`` maps ``foreign_identity`` of every non-owned indicator to a short
+    description of it (its ``application`` and action); desired keys matching one are
+    skipped, never imported.
     """
     want: dict[IndicatorKey, DesiredIndicator] = (
         dict(desired) if isinstance(desired, Mapping) else {d.key: d for d in desired}
@@ -155,21 +168,21 @@ def _split_held(
 ) -> tuple[
     dict[IndicatorKey, DesiredIndicator], dict[IndicatorKey, DesiredIndicator], list[Change]
 ]:
-    """Split ``want`` into the keys we may write and those another application holds with the
-    desired action (never written, no quota room), with a skip for each held one."""
+    """Split ``want`` into the keys we may write and those another application holds (never
+    written, no quota room), with a skip for each held one."""
     if not held_by_others:
         return want, {}, []
     kept: dict[IndicatorKey, DesiredIndicator] = {}
     held: dict[IndicatorKey, DesiredIndicator] = {}
     skips: list[Change] = []
     for key, d in want.items():
-        ident = foreign_identity(key.type.value, key.value, d.action.value)
+        ident = foreign_identity(key.type.value, key.value)
         holder = held_by_others.get(ident) if ident is not None else None
         if holder is None:
             kept[key] = d
             continue
         held[key] = d
-        note = f"application {holder!r} holds it with action {d.action.value}"
+        note = f"application {holder} holds the same type and value"
         skips.append(not_deployed(d, Reason.HELD_BY_OTHER_APPLICATION, note))
     return kept, held, skips
 
@@ -208,11 +221,12 @@ def _rank(d: DesiredIndicator) -> tuple[Any, ...]:
 
 def _index_owned(
     owned: Iterable[DefenderIndicator],
-) -> tuple[list[_Copy], dict[IndicatorKey, list[_Copy]]]:
-    """Every owned indicator with its essence, and the same grouped by key (listing order)."""
+) -> tuple[list[_Copy], dict[IndicatorKey | None, list[_Copy]]]:
+    """Every owned indicator with its essence, and the same grouped by key (listing order;
+    ``None`` groups the rows of an indicator type this code does not know)."""
     # Each essence is computed once: it is the bulk of the cost of a 15,000-indicator no-op.
     owned_ess = [(ind, ind.essence()) for ind in owned]
-    by_key: dict[IndicatorKey, list[_Copy]] = {}
+    by_key: dict[IndicatorKey | None, list[_Copy]] = {}
     for copy in owned_ess:
         by_key.setdefault(copy[0].key, []).append(copy)
     return owned_ess, by_key
@@ -221,7 +235,7 @@ def _index_owned(
 def _diff_desired(
     want: Mapping[IndicatorKey, DesiredIndicator],
     over: set[IndicatorKey],
-    by_key: Mapping[IndicatorKey, list[_Copy]],
+    by_key: Mapping[IndicatorKey | None, list[_Copy]],
     ignore: frozenset[str],
 ) -> _Diff:
     """Create, update or replace each desired key within the quota; delete its duplicate
@@ -238,8 +252,11 @@ def _diff_desired(
         if not copies:
             changes.append(not_deployed(d, Reason.NOT_IN_DEFENDER, kind=ChangeKind.CREATE))
             continue
-        same = [c for c in copies if c[1]["action"] == new["action"]]
-        kept, old = min(same or copies, key=_copy_order)
+        action = canonical_action(key.type.value, new["action"])
+        same = [c for c in copies if canonical_action(key.type.value, c[1]["action"]) == action]
+        # Of the copies with the desired action, one spelt exactly as we send it first.
+        exact = [c for c in same if c[1]["action"] == new["action"]]
+        kept, old = min(exact or same or copies, key=_copy_order)
         if len(copies) > 1:
             changes.extend(
                 delete_change(other, ess, Reason.DUPLICATE.value, d.opencti_ids)
@@ -272,6 +289,8 @@ def _correction(
     """The update (same action) or replace (no copy with the desired action) of the kept
     owned copy; ``None`` when its managed fields already equal ``d``'s, ignored ones aside."""
     old_cmp, new_cmp = strip_ignored(old, ignore), strip_ignored(new, ignore)
+    if same_action and old_cmp["action"] != new_cmp["action"]:
+        old_cmp = {**old_cmp, "action": new_cmp["action"]}  # an alias of the same action
     if not same_action:
         kind, reason = ChangeKind.REPLACE, Reason.ACTION_CHANGED
     elif old_cmp == new_cmp:
@@ -279,13 +298,18 @@ def _correction(
     else:
         kind, reason = ChangeKind.UPDATE, Reason.FIELDS_CHANGED
     before = before_body(kept, old)
+    after = after_body(d, before, ignore)
+    if same_action:
+        # Keep the spelling Defender holds (an alias of ours): an import with another action
+        # name could create a second indicator instead of updating this one.
+        after["action"] = old["action"]
     return Change(
         kind,
         key,
         defender_id=kept.id,
         opencti_ids=d.opencti_ids,
         before=before,
-        after=after_body(d, before, ignore),
+        after=after,
         fields=changed_fields(old_cmp, new_cmp),
         reason=reason.value,
     )
@@ -295,7 +319,7 @@ def _correction(
 
 
 def _retire_owned(
-    by_key: Mapping[IndicatorKey, list[_Copy]],
+    by_key: Mapping[IndicatorKey | None, list[_Copy]],
     want: Mapping[IndicatorKey, DesiredIndicator],
     over: set[IndicatorKey],
     held: Mapping[IndicatorKey, DesiredIndicator],
@@ -307,9 +331,15 @@ def _retire_owned(
     changes: list[Change] = []
     expire_done: set[tuple[IndicatorKey, str]] = set()
     for key, copies in by_key.items():
-        if key in want and key not in over:
+        if key is not None and key in want and key not in over:
             continue
-        if key in over:
+        if key is None:
+            reason = Reason.NOT_IN_OPENCTI.value
+            changes.extend(
+                delete_change(i, e, reason, (), detail=f"unknown indicator type {i.type_name!r}")
+                for i, e in copies
+            )
+        elif key in over:
             ids = want[key].opencti_ids
             changes.extend(delete_change(i, e, Reason.QUOTA.value, ids) for i, e in copies)
         elif key in held:

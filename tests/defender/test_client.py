@@ -7,7 +7,7 @@ import pytest
 from reconciler.defender import DefenderClient, odata_quote
 from reconciler.engine import split_owned
 from reconciler.errors import AuthError, ListingError, RejectedError
-from reconciler.model import IndicatorType, Ownership
+from reconciler.model import IndicatorKey, IndicatorType, Ownership
 from reconciler.sandbox.defender import DefenderEmulator
 
 
@@ -227,13 +227,24 @@ def test_owned_means_any_tag_in_any_case(emu: DefenderEmulator, client: Defender
     assert state.non_owned_count == 1
 
 
-def test_owned_unreadable_row_names_its_id(emu: DefenderEmulator, client: DefenderClient) -> None:
+def test_owned_row_with_unknown_names_is_read_as_it_is(
+    emu: DefenderEmulator, client: DefenderClient
+) -> None:
+    """A portal edit or a name Microsoft added never makes the listing unusable: the row is
+    read with its text and simply differs from every desired indicator."""
     row = emu.add_indicator(
         indicatorValue="odd.example", indicatorType="DomainName", application="opencti"
     )
-    emu.update_indicator(row["id"], action="NotAnAction")
-    with pytest.raises(ListingError, match=str(row["id"])):
-        split_owned(client.iter_indicators(), Ownership("opencti"))
+    emu.update_indicator(row["id"], action="NotAnAction", severity="Severe")
+    (ours,) = split_owned(client.iter_indicators(), Ownership("opencti")).owned
+    assert (ours.id, ours.action, ours.severity) == (str(row["id"]), "NotAnAction", "Severe")
+    assert ours.key == IndicatorKey(IndicatorType.DOMAIN_NAME, "odd.example")
+
+
+def test_owned_row_without_an_id_makes_the_listing_unusable() -> None:
+    row = {"indicatorType": "DomainName", "indicatorValue": "x.example", "application": "opencti"}
+    with pytest.raises(ListingError, match="could not be read"):
+        split_owned([{**row, "action": "Block"}], Ownership("opencti"))
 
 
 def test_bad_filter_is_rejected_with_the_odata_code(client: DefenderClient) -> None:

@@ -52,7 +52,8 @@ def test_portal_drift_is_planned_exactly_and_fixed_by_one_apply(sandbox: Sandbox
     gone, reaction, resev, dup_of = owned[0], owned[1], owned[2], owned[3]
     d = sandbox.defender
     d.delete_indicator(gone["id"])
-    new_action = "Audit" if reaction["action"] != "Audit" else "Block"
+    # Not an alias of its action (Alert stands for Audit): a real action change.
+    new_action = "Warn" if reaction["action"] != "Warn" else "Block"
     d.update_indicator(reaction["id"], action=new_action, generateAlert=True)
     new_sev = "Informational" if resev["severity"] != "Informational" else "High"
     d.update_indicator(resev["id"], severity=new_sev)

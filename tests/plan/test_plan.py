@@ -533,37 +533,39 @@ def test_skip_without_key_round_trips() -> None:
     ("held", "expected"),
     [
         pytest.param(
-            ("DomainName", "shared.example", "Block"),
+            ("DomainName", "shared.example"),
             [(S, None, "held_by_other_application")],
-            id="same-type-value-action",
+            id="same-type-and-value",
         ),
         pytest.param(
-            ("DomainName", "shared.example", "Audit"),
-            [(C, None, "not_in_defender")],
-            id="other-action-is-a-second-indicator",
-        ),
-        pytest.param(
-            ("Url", "shared.example", "Block"),
+            ("Url", "shared.example"),
             [(C, None, "not_in_defender")],
             id="other-type",
+        ),
+        pytest.param(
+            ("DomainName", "other.example"),
+            [(C, None, "not_in_defender")],
+            id="other-value",
         ),
     ],
 )
 def test_key_held_by_another_application(
-    held: tuple[str, str, str], expected: list[tuple[ChangeKind, str | None, str]]
+    held: tuple[str, str], expected: list[tuple[ChangeKind, str | None, str]]
 ) -> None:
+    """Held whatever the other indicator's action: if Defender upserts on (type, value), an
+    import would rewrite it (the upsert key is not documented)."""
     d = desired("shared.example", "DomainName")
-    plan = build_plan(as_map(d), [], held_by_others={held: "Portal"})
+    plan = build_plan(as_map(d), [], held_by_others={held: "'Portal' (action Audit)"})
     assert [(c.kind, c.defender_id, c.reason) for c in plan.changes] == expected
 
 
 def test_held_key_compares_value_case_insensitively_and_takes_no_quota() -> None:
     d = desired("shared.example", "DomainName")
     other = desired("other.example", "DomainName")
-    ident = foreign_identity("DomainName", "SHARED.Example", "Block")
+    ident = foreign_identity("DomainName", "SHARED.Example")
     assert ident is not None
     plan = build_plan(
-        as_map(d, other), [], held_by_others={ident: "Portal"}, policy=PlanPolicy(quota=1)
+        as_map(d, other), [], held_by_others={ident: "'Portal'"}, policy=PlanPolicy(quota=1)
     )
     assert actions(plan) == [
         ("create", "other.example", None, "not_in_defender"),
@@ -577,9 +579,9 @@ def test_held_key_compares_value_case_insensitively_and_takes_no_quota() -> None
 def test_owned_copy_of_a_held_key_is_deleted_not_rewritten() -> None:
     d = desired("shared.example", "DomainName")
     ours = owned("9", d, action="Audit")
-    ident = foreign_identity("DomainName", "shared.example", "Block")
+    ident = foreign_identity("DomainName", "shared.example")
     assert ident is not None
-    plan = build_plan(as_map(d), [ours], held_by_others={ident: "Portal"})
+    plan = build_plan(as_map(d), [ours], held_by_others={ident: "'Portal'"})
     assert actions(plan) == [
         ("delete", "shared.example", "9", "held_by_other_application"),
         ("skip", "shared.example", None, "held_by_other_application"),
@@ -589,8 +591,53 @@ def test_owned_copy_of_a_held_key_is_deleted_not_rewritten() -> None:
 
 @pytest.mark.parametrize(
     "parts",
-    [(None, "x", "Block"), ("DomainName", "", "Block"), ("DomainName", "x", 3)],
-    ids=["no-type", "empty-value", "non-string-action"],
+    [(None, "x"), ("DomainName", ""), ("DomainName", 3)],
+    ids=["no-type", "empty-value", "non-string-value"],
 )
-def test_foreign_identity_of_an_incomplete_row_is_none(parts: tuple[Any, Any, Any]) -> None:
+def test_foreign_identity_of_an_incomplete_row_is_none(parts: tuple[Any, Any]) -> None:
     assert foreign_identity(*parts) is None
+
+
+# -- tolerant reading of owned rows ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("held_action", "wire", "expected"),
+    [
+        pytest.param("Audit", {}, [], id="alias-same-fields-unchanged"),
+        pytest.param(
+            "Audit", {"title": "edited"}, [(U, "Audit")], id="alias-update-keeps-spelling"
+        ),
+        pytest.param("Warn", {}, [(R, "Alert")], id="another-action-replaced"),
+    ],
+)
+def test_an_action_alias_is_the_same_action(
+    held_action: str, wire: dict[str, Any], expected: list[tuple[ChangeKind, str]]
+) -> None:
+    """We send the seed's ``Alert``; Defender may answer ``Audit`` (its current name)."""
+    d = desired("alias.example", "DomainName", action="Alert")
+    ours = owned("7", d, action=held_action, **wire)
+    plan = build_plan(as_map(d), [ours])
+    assert [(c.kind, (c.after or {}).get("action")) for c in plan.changes] == expected
+
+
+def test_of_two_alias_copies_the_exact_spelling_is_kept() -> None:
+    d = desired("alias.example", "DomainName", action="Alert")
+    plan = build_plan(as_map(d), [owned("5", d, action="Audit"), owned("9", d)])
+    assert actions(plan) == [("delete", "alias.example", "5", "duplicate")]
+
+
+def test_an_owned_row_of_an_unknown_type_is_deleted_not_fatal() -> None:
+    d = desired("x.example", "DomainName")
+    odd = owned("4", d, indicatorType="CloudThing", indicatorValue="x.example")
+    plan = build_plan({}, [odd], policy=PlanPolicy(ratio_min_deletes=5))
+    (change,) = plan.changes
+    assert (change.kind, change.key, change.defender_id) == (D, None, "4")
+    assert "CloudThing" in change.detail and change.before is not None
+    assert Plan.from_dict(plan.to_dict()) == plan
+
+
+def test_an_unknown_action_or_severity_differs_from_desired() -> None:
+    d = desired("x.example", "DomainName")
+    plan = build_plan(as_map(d), [owned("4", d, action="FutureBlock", severity="Extreme")])
+    assert actions(plan) == [("replace", "x.example", "4", "action_changed")]

@@ -278,6 +278,11 @@ class ServedRows:
     def read_indicators(self, parse: Any, *, on_page: Any = None) -> list[Any]:
         return [parse(row) for row in [*self.base, *self.extra]]
 
+    def read_ids(self, ids: Any, parse: Any) -> list[Any]:
+        wanted = set(ids)
+        rows = [*self.base, *self.extra]
+        return [parse(r) for r in rows if isinstance(r, dict) and r.get("id") in wanted]
+
 
 @dataclass
 class World:
