@@ -2,7 +2,7 @@
 
 Owns the *record*: the fake's internal, JSON-friendly representation of one OpenCTI indicator,
 from which both the GraphQL node and the STIX object of the live stream are rendered
-(``sandbox/opencti.py``). Records are plain dicts with these keys:
+(``reconciler.sandbox.opencti``). Records are plain dicts with these keys:
 
     id, standard_id, name, description, pattern_type, pattern, pattern_version,
     main_observable_type, observable_values ([{type, value}] or [{type, hashes: {alg: hash}}]),

@@ -1,0 +1,114 @@
+"""Microsoft Defender for Endpoint emulator: the Indicators API plus the Entra login MSAL needs.
+
+Owns: one threaded HTTP(S) server on 127.0.0.1 serving the Entra endpoints of a confidential
+client (openid-configuration, instance discovery, v2.0 and v1 token) and the Defender Indicators
+API (list with OData, submit, import, delete, BatchDelete); an in-memory indicator store with
+upsert, expiry, a quota, per-endpoint rate limits, seeded fault injection and a request log.
+The spec is Microsoft's public documentation of the Indicators API and of Entra ID's
+client-credentials grant, plus behaviour observed in real tenants.
+
+Modules: ``emulator`` (the ``DefenderEmulator`` facade: knobs, lifecycle, state helpers),
+``routing`` (routes and the order of work on a request, the request log), ``login`` (Entra
+endpoints, ``AadError``, tokens), ``api`` (authorization and the Indicators API handlers),
+``store`` (rows, ids, upsert, expiry), ``odata`` (``$filter``), ``validation`` (indicator
+bodies), ``limits`` (rate limits, fault injection), ``server`` (HTTP(S) server, TLS material),
+``core`` (errors, times, the request record), ``cli`` (``describe``, ``serve_forever``, ``main``).
+
+Must not: import anything from the rest of ``reconciler`` (so the emulator cannot share the
+client's mistakes), reach any network beyond loopback, or sleep except for a configured latency.
+
+Choices where Microsoft documents nothing (not established by the documentation), made on purpose:
+
+- Upsert key (indicatorType, indicatorValue, action), exact string match; configurable.
+- An update replaces every mutable field with what was sent (omitted optional fields return to
+  their defaults); ``application``, ``version``, ``certificateInfo`` and the creation fields keep
+  their first values.
+- Creating past the quota -> 400 ``IndicatorsLimitExceeded`` (an import item: ``isFailed``).
+- Private, loopback, link-local, CGNAT and multicast IPs -> 400 ``InvalidIpAddress`` while
+  ``public_ips_only`` (documentation ranges such as 203.0.113.0/24 are accepted).
+- Past ``expirationTime``, Audit without ``generateAlert``, an action not allowed for the type
+ , ``educateUrl`` outside Url + Block/Warn -> 400 ``InvalidInput``. The legacy actions are
+  accepted: ``Alert`` for every type but certificates, ``AlertAndBlock`` for file hashes.
+- Import: a failed item gets ``id: null`` and ``failureReason`` ``"<Code>: <message>"``.
+- BatchDelete with an unknown id -> 404; nothing is deleted while ``batch_delete_atomic``.
+- List: without ``$top`` pages of ``page_size`` (10,000) with ``@odata.nextLink``; with ``$top``
+  no nextLink; ``$orderby``/``$select``/``$count``/``$expand`` -> 400 ``ODataError``. String
+  comparisons are case-sensitive; ``eq`` on rbacGroupNames/rbacGroupIds means "has the element".
+- Rate limits count per endpoint for the whole tenant; a refused call spends no budget.
+- Roles (``roles=``, captured in each token when issued): none of Ti.ReadWrite(.All) -> 403
+  ``Forbidden`` (Ti.Read.All may list); Ti.ReadWrite alone lists only the app's own indicators
+  and gets 403 when it updates or deletes another's. A token for the newer API host
+  (``https://api.security.microsoft.com/.default``) is issued but refused by the API with 403.
+"""
+
+from reconciler.sandbox.defender.api import DEFAULT_PAGE_SIZE
+from reconciler.sandbox.defender.cli import describe, main, serve_forever
+from reconciler.sandbox.defender.core import (
+    API_ENDPOINTS,
+    ENDPOINTS,
+    ApiError,
+    EmulatorClock,
+    RawIndicator,
+    RequestRecord,
+    format_timestamp,
+    parse_timestamp,
+)
+from reconciler.sandbox.defender.emulator import DefenderEmulator
+from reconciler.sandbox.defender.limits import RATE_LIMITS
+from reconciler.sandbox.defender.login import (
+    OTHER_RESOURCE,
+    READ_ALL,
+    READ_WRITE,
+    READ_WRITE_ALL,
+    RESOURCE,
+    SCOPE,
+    AadError,
+)
+from reconciler.sandbox.defender.odata import FILTER_FIELDS, MAX_TOP, compile_filter
+from reconciler.sandbox.defender.store import FIELD_ORDER
+from reconciler.sandbox.defender.validation import (
+    ACCEPTED_FIELDS,
+    ACTIONS,
+    ALLOWED_ACTIONS,
+    INDICATOR_TYPES,
+    MAX_BATCH,
+    REQUIRED_FIELDS,
+    SEVERITIES,
+    validate_indicator,
+)
+
+__all__ = [
+    "ACCEPTED_FIELDS",
+    "ACTIONS",
+    "ALLOWED_ACTIONS",
+    "API_ENDPOINTS",
+    "DEFAULT_PAGE_SIZE",
+    "ENDPOINTS",
+    "FIELD_ORDER",
+    "FILTER_FIELDS",
+    "INDICATOR_TYPES",
+    "MAX_BATCH",
+    "MAX_TOP",
+    "OTHER_RESOURCE",
+    "RATE_LIMITS",
+    "READ_ALL",
+    "READ_WRITE",
+    "READ_WRITE_ALL",
+    "REQUIRED_FIELDS",
+    "RESOURCE",
+    "SCOPE",
+    "SEVERITIES",
+    "AadError",
+    "ApiError",
+    "DefenderEmulator",
+    "EmulatorClock",
+    "RawIndicator",
+    "RequestRecord",
+    "compile_filter",
+    "describe",
+    "format_timestamp",
+    "main",
+    "parse_timestamp",
+    "serve_forever",
+    "validate_indicator",
+]
