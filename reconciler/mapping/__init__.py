@@ -7,7 +7,7 @@ several OpenCTI indicators that land on one Defender key.
 Pure functions only: no I/O, no clock, no logging of data, never imports httpx, pycti or msal.
 The readers and mappers are total: bad input becomes a ``Skipped`` with a stable reason, never
 an exception (only ``parse_stix_pattern`` raises, its own ``PatternRejected``, and
-``MappingPolicy.from_settings`` raises ``ConfigError``).
+``MappingPolicy`` refuses a negative expiry with ``ValueError``).
 
 Modules (one job each; this package re-exports their public names):
 
