@@ -6,10 +6,17 @@ Order, so quota is freed before it is needed and a replacement never leaves a ke
 2. creates, updates and the new half of replacements through ``/import`` (≤ 500 a call);
 3. after each import batch, the old ids of the replacements whose new indicator was accepted.
 
-Every step is idempotent (import upserts on type + value + action; deleting an id that is
-already gone counts as success), so applying a plan twice, or re-running after a crash, is
-harmless and converges. Per-item failures are recorded and never abort the rest; only an
-authentication failure stops the run (every further call would fail the same way).
+Invariant: a key is never uncovered, whatever Defender's upsert key is. The old id of a
+replacement is deleted only when the import answered with *another* id for the new indicator;
+an id any import of this apply answered with is never deleted (if Defender upserts on type +
+value, the import updated the old row in place and answered with its id: deleting it would
+remove the indicator just written). An import that answers no id deletes nothing: the next run
+sees both rows and removes the duplicate.
+
+Every step is idempotent (import upserts; deleting an id that is already gone counts as
+success), so applying a plan twice, or re-running after a crash, is harmless and converges.
+Per-item failures are recorded and never abort the rest; only an authentication failure stops the
+run (every further call would fail the same way).
 
 This module owns execution only: it does not plan, render, list or read the clock.
 """
@@ -33,6 +40,8 @@ BATCH = 500
 
 
 class _ImportResult(Protocol):
+    @property
+    def id(self) -> str | None: ...
     @property
     def ok(self) -> bool: ...
     @property
@@ -185,11 +194,11 @@ def _write(
     batch_size: int,
     on_batch: Callable[[str, int], None] | None,
 ) -> None:
+    answered: set[str] = set()  # every id an import of this apply answered with
     for chunk in _chunks(changes, batch_size):
-        bodies = [c.after for c in chunk if c.after is not None]
         sent = [c for c in chunk if c.after is not None]
         try:
-            outcomes = writer.import_indicators(bodies)
+            outcomes = writer.import_indicators([c.after for c in sent if c.after is not None])
         except AuthError:
             raise
         except DefenderError as exc:
@@ -198,19 +207,9 @@ def _write(
             continue
         finally:
             if on_batch:
-                on_batch("import", len(bodies))
-        replaced_old: list[Change] = []
-        for change, out in zip(sent, outcomes, strict=False):
-            if not out.ok:
-                result.failures.append(ItemFailure(change, "import", out.reason or "rejected"))
-                continue
-            if change.kind is ChangeKind.REPLACE:
-                replaced_old.append(change)
-            else:
-                result.applied[change.kind.value] += 1
-        if len(outcomes) < len(sent):
-            for change in sent[len(outcomes) :]:
-                result.failures.append(ItemFailure(change, "import", "no result returned"))
+                on_batch("import", len(sent))
+        answered.update(out.id for out in outcomes if out.ok and out.id)
+        replaced_old = _record_imports(sent, outcomes, result, answered)
         # The new indicator is live: only now remove the old one, so the key stays covered.
         if replaced_old:
             _delete(
@@ -222,3 +221,33 @@ def _write(
                 step="replace-delete",
                 count_as=ChangeKind.REPLACE.value,
             )
+
+
+def _record_imports(
+    sent: Sequence[Change],
+    outcomes: Sequence[_ImportResult],
+    result: ApplyResult,
+    answered: set[str],
+) -> list[Change]:
+    """Count the imports; returns the replacements whose old id may now be deleted."""
+    replaced_old: list[Change] = []
+    for change, out in zip(sent, outcomes, strict=False):
+        if not out.ok:
+            result.failures.append(ItemFailure(change, "import", out.reason or "rejected"))
+            continue
+        if change.kind is not ChangeKind.REPLACE:
+            result.applied[change.kind.value] += 1
+        elif out.id and change.defender_id not in answered:
+            replaced_old.append(change)
+        else:
+            # Updated in place (Defender answered with the old id), or no id to be sure of.
+            result.applied[ChangeKind.REPLACE.value] += 1
+            if not out.id:
+                logger.warning(
+                    "import of {} answered no id; its old indicator {} is kept this run",
+                    change.key,
+                    change.defender_id,
+                )
+    for change in sent[len(outcomes) :]:
+        result.failures.append(ItemFailure(change, "import", "no result returned"))
+    return replaced_old

@@ -28,6 +28,8 @@ class Recorder:
 
     calls: list[tuple[str, list[Any]]] = field(default_factory=list)
     reject: set[str] = field(default_factory=set)
+    #: value -> the id an import answers with (default: a new id per value).
+    answer_ids: dict[str, str] = field(default_factory=dict)
     fail_imports: Exception | None = None
     fail_deletes: Exception | None = None
 
@@ -35,7 +37,14 @@ class Recorder:
         self.calls.append(("import", [b["indicatorValue"] for b in bodies]))
         if self.fail_imports:
             raise self.fail_imports
-        return [Outcome(b["indicatorValue"] not in self.reject, "InvalidInput: no") for b in bodies]
+        return [
+            Outcome(
+                b["indicatorValue"] not in self.reject,
+                "InvalidInput: no",
+                self.answer_ids.get(b["indicatorValue"], f"new-{b['indicatorValue']}"),
+            )
+            for b in bodies
+        ]
 
     def batch_delete(self, ids: Sequence[str]) -> list[Outcome]:
         self.calls.append(("delete", list(ids)))
@@ -63,6 +72,27 @@ def test_deletes_first_then_imports_then_replaced_old_ids() -> None:
     assert rec.calls[0][1] == ["1000"]
     assert rec.calls[2][1] == ["900"], "the old id goes only after its replacement landed"
     assert result.applied == {"create": 2, "replace": 1, "delete": 1}
+    assert result.ok
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [("900", "upserted on type + value: the old row was updated in place"), ("", "no id")],
+    ids=["same-id", "no-id"],
+)
+def test_a_replace_never_deletes_what_the_import_may_have_written(answer: str, why: str) -> None:
+    rec = Recorder(answer_ids={"203.0.113.9": answer})
+    result = apply_plan(_plan(1, replace=True), rec)
+    assert [c[0] for c in rec.calls] == ["import"], why
+    assert result.applied == {"create": 1, "replace": 1}
+    assert result.ok
+
+
+def test_an_id_another_import_answered_with_is_never_deleted() -> None:
+    """Defender matched a create of this run to the old row: that row now holds the create."""
+    rec = Recorder(answer_ids={"198.51.100.0": "900"})
+    result = apply_plan(_plan(1, replace=True), rec)
+    assert [c[0] for c in rec.calls] == ["import"]
     assert result.ok
 
 
