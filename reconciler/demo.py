@@ -163,7 +163,10 @@ def _make_drift(defender: DefenderEmulator, opencti: OpenCTIEmulator, out: IO[st
         application="SOC",
         createdBySource="Portal",
     )
-    out.write(f"  SOC team added their own {soc['indicatorValue']} (Allowed): never touched\n")
+    out.write(
+        f"  SOC team added their own {soc['indicatorValue']} (Allowed): never touched; "
+        "our copy of that value is removed (the value is theirs now)\n"
+    )
     deployed = {str(r.get("externalId")) for r in owned[5:]}
     revoked_id = _revoke_one(opencti, deployed)
     out.write(f"  OpenCTI: indicator {revoked_id} revoked\n")
