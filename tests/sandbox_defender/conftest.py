@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.sandbox.defender import DefenderEmulator
+from reconciler.sandbox.defender import DEFAULT_DENY_VALUES, DEFAULT_SUNSET, DefenderEmulator
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -66,6 +66,17 @@ def emu(server: DefenderEmulator, clock: ManualClock) -> DefenderEmulator:
     server.page_size = 10_000
     server.token_lifetime = 3599
     server.roles = ("Ti.ReadWrite.All",)
+    server.upsert_key = ("indicatorType", "indicatorValue", "action")
+    server.batch_rejection = "per_item"
+    server.deny_values = DEFAULT_DENY_VALUES
+    server.echo = "as_sent"
+    server.odata = "lenient"
+    server.odata_node_limit = 100
+    server.url_limit = 2048
+    server.deprecation = False
+    server.sunset = DEFAULT_SUNSET
+    server.retired = False
+    server.token_format = "jwt"
     return server
 
 

@@ -11,15 +11,44 @@ Modules: ``emulator`` (the ``DefenderEmulator`` facade: knobs, lifecycle, state 
 ``routing`` (routes and the order of work on a request, the request log), ``login`` (Entra
 endpoints, ``AadError``, tokens), ``api`` (authorization and the Indicators API handlers),
 ``store`` (rows, ids, upsert, expiry), ``odata`` (``$filter``), ``validation`` (indicator
-bodies), ``limits`` (rate limits, fault injection), ``server`` (HTTP(S) server, TLS material),
+bodies), ``forms`` (equivalent forms, the deny list), ``lifecycle`` (deprecation, retirement, the
+URL limit), ``limits`` (rate limits, fault injection), ``server`` (HTTP(S) server, TLS material),
 ``core`` (errors, times, the request record), ``cli`` (``describe``, ``serve_forever``, ``main``).
 
 Must not: import anything from the rest of ``reconciler`` (so the emulator cannot share the
 client's mistakes), reach any network beyond loopback, or sleep except for a configured latency.
 
-Choices where Microsoft documents nothing (not established by the documentation), made on purpose:
+Choices where Microsoft documents nothing (not established by the documentation), made on purpose.
+Each variant is a constructor keyword, a plain attribute changeable while running and a flag of
+``reconciler sandbox defender``; the default comes first:
 
-- Upsert key (indicatorType, indicatorValue, action), exact string match; configurable.
+- Upsert key (``upsert_key``, ``--upsert-key``): (indicatorType, indicatorValue, action)
+  (``type-value-action``) or (indicatorType, indicatorValue) (``type-value``: another action
+  updates the row in place, same id); exact string match unless ``echo="equivalent"``. When the
+  key changes while rows exist, the oldest row keeps a key two rows share.
+- Import rejection (``batch_rejection``, ``--batch-rejection``): ``per_item`` (a refused item
+  fails in the answer, the others land) or ``whole_batch`` (the first refused item fails the
+  call with its status, 400 for any invalid item, naming its value; nothing of the call is
+  stored; ids handed out meanwhile are not reused).
+- Deny list (``deny_values``, ``--deny-values``; default microsoft.com, windowsupdate.com,
+  login.microsoftonline.com): a value equal to an entry (case-insensitive, any type; a Url by its
+  value or host) -> 400 ``InvalidInput`` naming it on submit; on import as the mode above says.
+- Echo (``echo``, ``--echo``): ``as_sent`` or ``equivalent`` (stored, answered and listed as
+  upper-case file hashes and domain names, compressed IPv6, ``Alert`` -> ``Audit``,
+  ``AlertAndBlock`` -> ``Block`` (network types) / ``BlockAndRemediate`` (files); the upsert key
+  compares these forms case-insensitively; ``$filter`` eq/ne on indicatorValue ignores case).
+- OData (``odata``, ``--odata``): ``lenient`` or ``strict`` (``or`` -> 400 ``ODataError``; more
+  than ``odata_node_limit`` (100) parse-tree nodes -> 400 ``ODataError``; a request target, path
+  and query as received, longer than ``url_limit`` (2048) -> 414 on any endpoint, before faults).
+- Lifecycle: ``deprecation`` (``--deprecation``; off) adds to every API answer (not login)
+  ``Deprecation: @1768435200`` (2026-01-15, RFC 9745), a ``Link`` with ``rel="deprecation"`` and,
+  while ``sunset`` (``--sunset``; 2027-02-01, None/'' for none) is set, ``Sunset`` (RFC 8594
+  HTTP-date). ``retired`` (``--retired``; off): every API call answers 410 ``Gone``.
+- Tokens (``token_format``, ``--token-format``): ``jwt`` (base64url header.payload.signature
+  with aud, iss, tid, appid/azp, iat, nbf, exp and the ``roles`` at issue time; HMAC-signed with
+  a random key, never verified: looked up by the whole string) or ``opaque`` ("emu." + random).
+- ``strict=True`` / ``make_strict()`` / ``--all-strict``: type+value key, whole-batch
+  rejection, equivalent echo, strict OData and deprecation headers at once (``STRICT_PRESET``).
 - An update replaces every mutable field with what was sent (omitted optional fields return to
   their defaults); ``application``, ``version``, ``certificateInfo`` and the creation fields keep
   their first values.
@@ -30,7 +59,8 @@ Choices where Microsoft documents nothing (not established by the documentation)
  , ``educateUrl`` outside Url + Block/Warn -> 400 ``InvalidInput``. The legacy actions are
   accepted: ``Alert`` for every type but certificates, ``AlertAndBlock`` for file hashes.
 - Import: a failed item gets ``id: null`` and ``failureReason`` ``"<Code>: <message>"``.
-- BatchDelete with an unknown id -> 404; nothing is deleted while ``batch_delete_atomic``.
+- BatchDelete with an unknown id -> 404; nothing is deleted while ``batch_delete_atomic`` (on;
+  ``--batch-delete-non-atomic`` turns it off: the known ids are deleted all the same).
 - List: without ``$top`` pages of ``page_size`` (10,000) with ``@odata.nextLink``; with ``$top``
   no nextLink; ``$orderby``/``$select``/``$count``/``$expand`` -> 400 ``ODataError``. String
   comparisons are case-sensitive; ``eq`` on rbacGroupNames/rbacGroupIds means "has the element".
@@ -42,7 +72,7 @@ Choices where Microsoft documents nothing (not established by the documentation)
 """
 
 from reconciler.sandbox.defender.api import DEFAULT_PAGE_SIZE
-from reconciler.sandbox.defender.cli import describe, main, serve_forever
+from reconciler.sandbox.defender.cli import describe, emulator_options, main, serve_forever
 from reconciler.sandbox.defender.core import (
     API_ENDPOINTS,
     ENDPOINTS,
@@ -53,7 +83,9 @@ from reconciler.sandbox.defender.core import (
     format_timestamp,
     parse_timestamp,
 )
-from reconciler.sandbox.defender.emulator import DefenderEmulator
+from reconciler.sandbox.defender.emulator import BATCH_REJECTIONS, STRICT_PRESET, DefenderEmulator
+from reconciler.sandbox.defender.forms import DEFAULT_DENY_VALUES, ECHO_MODES
+from reconciler.sandbox.defender.lifecycle import DEFAULT_SUNSET, DEPRECATED_AT
 from reconciler.sandbox.defender.limits import RATE_LIMITS
 from reconciler.sandbox.defender.login import (
     OTHER_RESOURCE,
@@ -62,9 +94,10 @@ from reconciler.sandbox.defender.login import (
     READ_WRITE_ALL,
     RESOURCE,
     SCOPE,
+    TOKEN_FORMATS,
     AadError,
 )
-from reconciler.sandbox.defender.odata import FILTER_FIELDS, MAX_TOP, compile_filter
+from reconciler.sandbox.defender.odata import FILTER_FIELDS, MAX_TOP, ODATA_MODES, compile_filter
 from reconciler.sandbox.defender.store import FIELD_ORDER
 from reconciler.sandbox.defender.validation import (
     ACCEPTED_FIELDS,
@@ -82,13 +115,19 @@ __all__ = [
     "ACTIONS",
     "ALLOWED_ACTIONS",
     "API_ENDPOINTS",
+    "BATCH_REJECTIONS",
+    "DEFAULT_DENY_VALUES",
     "DEFAULT_PAGE_SIZE",
+    "DEFAULT_SUNSET",
+    "DEPRECATED_AT",
+    "ECHO_MODES",
     "ENDPOINTS",
     "FIELD_ORDER",
     "FILTER_FIELDS",
     "INDICATOR_TYPES",
     "MAX_BATCH",
     "MAX_TOP",
+    "ODATA_MODES",
     "OTHER_RESOURCE",
     "RATE_LIMITS",
     "READ_ALL",
@@ -98,6 +137,8 @@ __all__ = [
     "RESOURCE",
     "SCOPE",
     "SEVERITIES",
+    "STRICT_PRESET",
+    "TOKEN_FORMATS",
     "AadError",
     "ApiError",
     "DefenderEmulator",
@@ -106,6 +147,7 @@ __all__ = [
     "RequestRecord",
     "compile_filter",
     "describe",
+    "emulator_options",
     "format_timestamp",
     "main",
     "parse_timestamp",

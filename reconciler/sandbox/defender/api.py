@@ -3,8 +3,10 @@
 Owns what an authenticated call may do (audience and roles: Ti.ReadWrite alone
 manages only its own indicators) and the handlers of ``GET /api/indicators`` (OData listing with
 paging), ``POST /api/indicators`` (submit = upsert), ``POST /api/indicators/import``,
-``DELETE /api/indicators/{id}`` and ``POST /api/indicators/BatchDelete``. Handlers take the
-emulator's lock around the store and purge expired rows first.
+``DELETE /api/indicators/{id}`` and ``POST /api/indicators/BatchDelete``, with the variants
+the emulator's knobs select (strict OData, the deny list, the "equivalent" echo, an import
+refused item by item or as a whole). Handlers take the emulator's lock around the store and
+purge expired rows first.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from reconciler.sandbox.defender.core import (
     json_response,
     no_content,
 )
+from reconciler.sandbox.defender.forms import check_denied, equivalent_spec
 from reconciler.sandbox.defender.login import (
     READ_ALL,
     READ_WRITE,
@@ -82,7 +85,7 @@ def list_indicators(emu: DefenderEmulator, call: Call) -> Response:
         if name.startswith("$") and name not in ("$filter", "$top", "$skip"):
             raise odata_error(f"The query parameter '{name}' is not supported.")
     filter_text = params.get("$filter", "").strip()
-    predicate = compile_filter(filter_text) if filter_text else None
+    predicate = _compiled(emu, filter_text) if filter_text else None
     top = int_param(params, "$top", minimum=1)
     if top is not None and top > MAX_TOP:
         raise odata_error(
@@ -91,8 +94,7 @@ def list_indicators(emu: DefenderEmulator, call: Call) -> Response:
         )
     skip = int_param(params, "$skip", minimum=0) or 0
     with emu._lock:
-        emu._store.purge(emu.clock.now())
-        rows = list(emu._store.rows.values())
+        rows = list(emu._current_store().rows.values())
     if call.own_only:
         rows = [row for row in rows if row.get("createdBy") == call.client_id]
     if predicate is not None:
@@ -110,10 +112,23 @@ def list_indicators(emu: DefenderEmulator, call: Call) -> Response:
     return json_response(payload)
 
 
+def _compiled(emu: DefenderEmulator, text: str) -> Callable[[RawIndicator], Any]:
+    strict = emu.odata == "strict"
+    return compile_filter(
+        text,
+        fold=frozenset({"indicatorValue"}) if emu.echo == "equivalent" else frozenset(),
+        allow_or=not strict,
+        node_limit=emu.odata_node_limit if strict else None,
+    )
+
+
 def _validate(emu: DefenderEmulator, item: Any) -> dict[str, Any]:
-    return validate_indicator(
+    """A valid, allowed spec in the form it is stored in (raises ApiError otherwise)."""
+    spec = validate_indicator(
         item, strict=emu.strict_casing, public_only=emu.public_ips_only, now=emu.clock.now()
     )
+    check_denied(spec, emu.deny_values)
+    return equivalent_spec(spec) if emu.echo == "equivalent" else spec
 
 
 def _upsert(emu: DefenderEmulator, spec: Mapping[str, Any], call: Call) -> RawIndicator:
@@ -131,30 +146,65 @@ def _upsert(emu: DefenderEmulator, spec: Mapping[str, Any], call: Call) -> RawIn
 def submit(emu: DefenderEmulator, call: Call) -> Response:
     spec = _validate(emu, json_body(call.body))
     with emu._lock:
-        emu._store.purge(emu.clock.now())
+        emu._current_store()
         row = _upsert(emu, spec, call)
     return json_response({"@odata.context": f"{emu.url}/api/$metadata#Indicators/$entity", **row})
 
 
+def _sent_value(item: Any) -> str | None:
+    value = item.get("indicatorValue") if isinstance(item, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _failed(item: Any, exc: ApiError) -> dict[str, Any]:
+    return {
+        "id": None,
+        "indicator": _sent_value(item),
+        "isFailed": True,
+        "failureReason": f"{exc.code}: {exc.message}",
+    }
+
+
+def _whole_batch_error(item: Any, index: int, exc: ApiError) -> ApiError:
+    """The error of an import refused as a whole because of one item (named by its value)."""
+    value = _sent_value(item)
+    named = f"Indicator '{value}'" if value is not None else "The indicator"
+    return ApiError(
+        exc.status,
+        exc.code,
+        f"{named} (item {index}) was refused and nothing of this import was applied: {exc.message}",
+        exc.headers,
+    )
+
+
 def import_indicators(emu: DefenderEmulator, call: Call) -> Response:
-    """Upsert each item; a failed item is reported in place (``isFailed``), not raised."""
+    """Upsert each item. ``per_item``: a failed item is reported in place (``isFailed``);
+    ``whole_batch``: the first failing item fails the call and nothing of it is stored."""
     items = wrapped_list(json_body(call.body), "Indicators", strict=emu.strict_casing)
+    whole = emu.batch_rejection == "whole_batch"
+    specs: list[dict[str, Any] | ApiError] = []
+    for index, item in enumerate(items):
+        try:
+            specs.append(_validate(emu, item))
+        except ApiError as exc:
+            if whole:
+                raise _whole_batch_error(item, index, exc) from exc
+            specs.append(exc)
     results = []
     with emu._lock:
-        emu._store.purge(emu.clock.now())
-        for item in items:
+        store = emu._current_store()
+        saved = store.snapshot() if whole else None
+        for index, (item, spec) in enumerate(zip(items, specs, strict=True)):
+            if isinstance(spec, ApiError):
+                results.append(_failed(item, spec))
+                continue
             try:
-                row = _upsert(emu, _validate(emu, item), call)
+                row = _upsert(emu, spec, call)
             except ApiError as exc:
-                value = item.get("indicatorValue") if isinstance(item, dict) else None
-                results.append(
-                    {
-                        "id": None,
-                        "indicator": value if isinstance(value, str) else None,
-                        "isFailed": True,
-                        "failureReason": f"{exc.code}: {exc.message}",
-                    }
-                )
+                if saved is not None:
+                    store.restore(saved)
+                    raise _whole_batch_error(item, index, exc) from exc
+                results.append(_failed(item, exc))
             else:
                 results.append(
                     {
@@ -170,11 +220,11 @@ def import_indicators(emu: DefenderEmulator, call: Call) -> Response:
 def delete(emu: DefenderEmulator, call: Call) -> Response:
     ident = call.route.ident or ""
     with emu._lock:
-        emu._store.purge(emu.clock.now())
-        row = emu._store.rows.get(int(ident)) if ident.isdigit() else None
+        store = emu._current_store()
+        row = store.rows.get(int(ident)) if ident.isdigit() else None
         if row is not None:
             _check_owner(row, call)
-        found = row is not None and emu._store.remove(int(ident))
+        found = row is not None and store.remove(int(ident))
     if not found:
         raise ApiError(404, "NotFound", f"Indicator with id '{ident}' was not found.")
     return no_content()
@@ -193,8 +243,7 @@ def batch_delete(emu: DefenderEmulator, call: Call) -> Response:
         else:
             raise ApiError(400, "InvalidInput", f"Invalid indicator id '{raw}'.")
     with emu._lock:
-        store = emu._store
-        store.purge(emu.clock.now())
+        store = emu._current_store()
         missing = [ident for ident in ids if ident not in store.rows]
         for ident in ids:
             if ident in store.rows:

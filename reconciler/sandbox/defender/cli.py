@@ -10,9 +10,18 @@ import argparse
 import sys
 import threading
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from reconciler.sandbox.defender.emulator import DefenderEmulator
+from reconciler.sandbox.defender.forms import DEFAULT_DENY_VALUES
+from reconciler.sandbox.defender.lifecycle import DEFAULT_SUNSET
+from reconciler.sandbox.defender.login import TOKEN_FORMATS
+from reconciler.sandbox.defender.odata import ODATA_MODES
+
+_UPSERT_KEYS = {
+    "type-value-action": ("indicatorType", "indicatorValue", "action"),
+    "type-value": ("indicatorType", "indicatorValue"),
+}
 
 
 def describe(emulator: DefenderEmulator) -> str:
@@ -22,6 +31,7 @@ def describe(emulator: DefenderEmulator) -> str:
         f"  API base  : {emulator.url}",
         f"  login     : {emulator.login_url}  (authority {emulator.authority})",
         f"  CA bundle : {emulator.ca_file or '(plain HTTP)'}",
+        f"  variants  : {variants(emulator)}",
         "",
         "# reconciler config snippet",
         "microsoft_defender_intel:",
@@ -36,6 +46,21 @@ def describe(emulator: DefenderEmulator) -> str:
     return "\n".join(lines)
 
 
+def variants(emulator: DefenderEmulator) -> str:
+    """The behaviour variants in force, one ``name=value`` each."""
+    chosen = {
+        "upsert_key": "+".join(emulator.upsert_key),
+        "batch_rejection": emulator.batch_rejection,
+        "echo": emulator.echo,
+        "odata": emulator.odata,
+        "deprecation": emulator.deprecation,
+        "retired": emulator.retired,
+        "token_format": emulator.token_format,
+        "batch_delete_atomic": emulator.batch_delete_atomic,
+    }
+    return " ".join(f"{name}={value}" for name, value in chosen.items())
+
+
 def serve_forever(
     port: int = 8443,
     tls: bool = True,
@@ -47,8 +72,11 @@ def serve_forever(
     cert_dir: str | Path | None = None,
     stop: threading.Event | None = None,
     out: TextIO | None = None,
+    **knobs: Any,
 ) -> None:
-    """Run an emulator until ``stop`` is set or Ctrl-C; print URLs and a config snippet."""
+    """Run an emulator until ``stop`` is set or Ctrl-C; print URLs and a config snippet.
+
+    ``knobs`` are further ``DefenderEmulator`` keywords (the behaviour variants)."""
     emulator = DefenderEmulator(
         host=host,
         port=port,
@@ -57,6 +85,7 @@ def serve_forever(
         token_lifetime=token_lifetime,
         rate_limits=rate_limits,
         cert_dir=cert_dir,
+        **knobs,
     )
     stop = stop or threading.Event()
     with emulator:
@@ -68,7 +97,7 @@ def serve_forever(
             pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reconciler.sandbox.defender",
         description="Local Microsoft Defender for Endpoint Indicators API + Entra login emulator.",
@@ -80,14 +109,83 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-lifetime", type=int, default=3599, help="seconds")
     parser.add_argument("--no-rate-limits", action="store_true")
     parser.add_argument("--cert-dir", default=None, help="where to write ca.pem")
-    args = parser.parse_args(argv)
-    serve_forever(
-        host=args.host,
-        port=args.port,
-        tls=not args.no_tls,
-        seed=args.seed,
-        token_lifetime=args.token_lifetime,
-        rate_limits=not args.no_rate_limits,
-        cert_dir=args.cert_dir,
+    variants = parser.add_argument_group(
+        "behaviour variants", "answers Microsoft does not document; defaults as listed"
     )
+    variants.add_argument("--upsert-key", choices=tuple(_UPSERT_KEYS), default="type-value-action")
+    variants.add_argument(
+        "--batch-rejection",
+        choices=("per-item", "whole-batch"),
+        default="per-item",
+        help="an import with a refused item: that item fails, or the whole call (400)",
+    )
+    variants.add_argument(
+        "--deny-values",
+        default=",".join(DEFAULT_DENY_VALUES),
+        help="comma-separated values Defender refuses to act on ('' for none)",
+    )
+    variants.add_argument(
+        "--echo",
+        choices=("as-sent", "equivalent"),
+        default="as-sent",
+        help="rows listed as sent, or in an equivalent form (upper-case hashes, ...)",
+    )
+    variants.add_argument("--odata", choices=ODATA_MODES, default="lenient")
+    variants.add_argument("--odata-node-limit", type=int, default=100, help="strict OData only")
+    variants.add_argument("--url-limit", type=int, default=2048, help="strict OData only: 414")
+    variants.add_argument("--deprecation", action="store_true", help="Deprecation headers")
+    variants.add_argument(
+        "--sunset", default=DEFAULT_SUNSET, help="Sunset date of --deprecation ('' for none)"
+    )
+    variants.add_argument("--retired", action="store_true", help="every API call answers 410")
+    variants.add_argument("--token-format", choices=TOKEN_FORMATS, default="jwt")
+    variants.add_argument(
+        "--batch-delete-non-atomic",
+        action="store_true",
+        help="BatchDelete with an unknown id still deletes the known ones",
+    )
+    variants.add_argument(
+        "--all-strict",
+        action="store_true",
+        help="type+value upsert, whole-batch rejection, equivalent echo, strict OData, "
+        "deprecation headers (over the flags above)",
+    )
+    return parser
+
+
+def emulator_options(argv: list[str] | None = None) -> dict[str, Any]:
+    """The ``serve_forever`` keywords the command line asks for."""
+    args = build_parser().parse_args(argv)
+    return {
+        "host": args.host,
+        "port": args.port,
+        "tls": not args.no_tls,
+        "seed": args.seed,
+        "token_lifetime": args.token_lifetime,
+        "rate_limits": not args.no_rate_limits,
+        "cert_dir": args.cert_dir,
+        "upsert_key": _UPSERT_KEYS[args.upsert_key],
+        "batch_rejection": args.batch_rejection.replace("-", "_"),
+        "deny_values": tuple(v.strip() for v in args.deny_values.split(",") if v.strip()),
+        "echo": args.echo.replace("-", "_"),
+        "odata": args.odata,
+        "odata_node_limit": args.odata_node_limit,
+        "url_limit": args.url_limit,
+        "deprecation": args.deprecation,
+        "sunset": args.sunset or None,
+        "retired": args.retired,
+        "token_format": args.token_format,
+        "batch_delete_atomic": not args.batch_delete_non_atomic,
+        "strict": args.all_strict,
+    }
+
+
+def main(
+    argv: list[str] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Serve as the command line asks until ``stop`` is set or Ctrl-C."""
+    serve_forever(stop=stop, out=out, **emulator_options(argv))
     return 0

@@ -9,6 +9,7 @@ the server; the work itself lives in the modules that own it (``routing``, ``log
 from __future__ import annotations
 
 import collections
+import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +28,30 @@ from reconciler.sandbox.defender.core import (
     RequestRecord,
     format_timestamp,
 )
+from reconciler.sandbox.defender.forms import DEFAULT_DENY_VALUES, ECHO_MODES
+from reconciler.sandbox.defender.lifecycle import DEFAULT_SUNSET, check_sunset
 from reconciler.sandbox.defender.limits import FaultInjector, Faults, RateLimiter
-from reconciler.sandbox.defender.login import READ_WRITE_ALL, SCOPE, Token
+from reconciler.sandbox.defender.login import READ_WRITE_ALL, SCOPE, TOKEN_FORMATS, Token
+from reconciler.sandbox.defender.odata import ODATA_MODES
 from reconciler.sandbox.defender.server import Certificates, Server
 from reconciler.sandbox.defender.store import Store, copy_row, int_id
 from reconciler.sandbox.http import Response, serve_in_thread, stop_serving
+
+BATCH_REJECTIONS = ("per_item", "whole_batch")
+# What ``strict=True`` / ``make_strict()`` / ``--all-strict`` turn on.
+STRICT_PRESET: dict[str, Any] = {
+    "upsert_key": ("indicatorType", "indicatorValue"),
+    "batch_rejection": "whole_batch",
+    "echo": "equivalent",
+    "odata": "strict",
+    "deprecation": True,
+}
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
 
 
 class DefenderEmulator:
@@ -50,8 +70,12 @@ class DefenderEmulator:
                       headers={"Authorization": f"Bearer {token}"})
 
     ``rate_limit_scale`` multiplies every documented limit (0.1 -> import allows 3 calls a minute);
-    ``page_size`` is the page used without ``$top``; ``public_ips_only``, ``roles`` and
-    ``batch_delete_atomic`` select the UNCONFIRMED behaviours listed in the package docstring.
+    ``page_size`` is the page used without ``$top``; ``public_ips_only``, ``roles``,
+    ``batch_delete_atomic``, ``upsert_key``, ``batch_rejection``, ``deny_values``, ``echo``,
+    ``odata`` (with ``odata_node_limit`` and ``url_limit``), ``deprecation``, ``sunset``,
+    ``retired`` and ``token_format`` select the UNCONFIRMED behaviours listed in the package
+    docstring. ``strict=True`` applies ``STRICT_PRESET`` over the other keywords (see
+    ``make_strict``).
     """
 
     def __init__(
@@ -78,6 +102,17 @@ class DefenderEmulator:
         page_size: int = DEFAULT_PAGE_SIZE,
         scope: str = SCOPE,
         roles: tuple[str, ...] = (READ_WRITE_ALL,),
+        batch_rejection: str = "per_item",
+        deny_values: tuple[str, ...] = DEFAULT_DENY_VALUES,
+        echo: str = "as_sent",
+        odata: str = "lenient",
+        odata_node_limit: int = 100,
+        url_limit: int = 2048,
+        deprecation: bool = False,
+        sunset: str | None = DEFAULT_SUNSET,
+        retired: bool = False,
+        token_format: str = "jwt",
+        strict: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -98,19 +133,39 @@ class DefenderEmulator:
         self.page_size = page_size
         self.scope = scope
         self.roles = tuple(roles)
+        self.upsert_key = tuple(upsert_key)
+        self.batch_rejection = _choice("batch_rejection", batch_rejection, BATCH_REJECTIONS)
+        self.deny_values = tuple(deny_values)
+        self.echo = _choice("echo", echo, ECHO_MODES)
+        self.odata = _choice("odata", odata, ODATA_MODES)
+        self.odata_node_limit = odata_node_limit
+        self.url_limit = url_limit
+        self.deprecation = deprecation
+        self.sunset = check_sunset(sunset)
+        self.retired = retired
+        self.token_format = _choice("token_format", token_format, TOKEN_FORMATS)
         self.cert_dir = Path(cert_dir) if cert_dir is not None else None
         self.ca_file = ""
         self.requests: list[RequestRecord] = []
 
-        self._store = Store(tuple(upsert_key))
+        self._store = Store(self.upsert_key, self.echo == "equivalent")
         self._lock = threading.RLock()  # guards _store and _tokens
         self._log_lock = threading.Lock()  # guards requests
         self._tokens: dict[str, Token] = {}
+        self._token_key = secrets.token_bytes(32)  # signs the JWT-shaped access tokens
         self._limiter = RateLimiter()
         self._injector = FaultInjector(seed)
         self._certificates = Certificates()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
+        if strict:
+            self.make_strict()
+
+    def make_strict(self) -> DefenderEmulator:
+        """Turn on every strict variant at once (``STRICT_PRESET``); usable while running."""
+        for name, value in STRICT_PRESET.items():
+            setattr(self, name, value)
+        return self
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -168,7 +223,7 @@ class DefenderEmulator:
         """Insert a row directly (default: portal-made); skips validation and the quota."""
         stamp = format_timestamp(self.clock.now())
         with self._lock:
-            return self._store.add_portal_row(fields, stamp)
+            return self._configured_store().add_portal_row(fields, stamp)
 
     def indicators(self, include_expired: bool = False) -> list[RawIndicator]:
         """Snapshot of stored rows in id order (active only unless ``include_expired``)."""
@@ -186,8 +241,8 @@ class DefenderEmulator:
     def update_indicator(self, id: str | int, **fields: Any) -> RawIndicator:
         """Simulate a portal edit; ``lastUpdatedBy`` defaults to a portal user."""
         with self._lock:
-            self._store.purge(self.clock.now())
-            return self._store.edit_portal_row(id, fields, format_timestamp(self.clock.now()))
+            store = self._current_store()
+            return store.edit_portal_row(id, fields, format_timestamp(self.clock.now()))
 
     def delete_indicator(self, id: str | int) -> bool:
         with self._lock:
@@ -256,6 +311,17 @@ class DefenderEmulator:
             self.requests.clear()
 
     # ---------------------------------------------------------------- requests
+
+    def _configured_store(self) -> Store:
+        """The store indexed by the current ``upsert_key`` and ``echo`` (caller holds the lock)."""
+        self._store.configure(tuple(self.upsert_key), self.echo == "equivalent")
+        return self._store
+
+    def _current_store(self) -> Store:
+        """The configured store without expired rows (the caller holds the lock)."""
+        store = self._configured_store()
+        store.purge(self.clock.now())
+        return store
 
     def _handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> Response:
         """Answer one request (called by the server's handler threads)."""

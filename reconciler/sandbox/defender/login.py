@@ -3,13 +3,17 @@
 Owns the login endpoints (openid-configuration, instance discovery, the v2.0 and v1 token
 endpoints of the client-credentials grant, as MSAL uses it), the AADSTS error bodies
 (``AadError``), the issued tokens (kept in the emulator's ``_tokens``, each carrying the roles
-granted when it was issued) and the check of a bearer token on an API call.
+granted when it was issued; JWT-shaped, or opaque with ``token_format="opaque"``, always looked
+up by the whole string, never verified by their signature) and the check of a bearer token on an
+API call.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
+import json
 import secrets
 import uuid
 from collections.abc import Mapping
@@ -34,6 +38,7 @@ READ_WRITE = "Ti.ReadWrite"
 READ_ALL = "Ti.Read.All"
 
 _AAD_CONTENT_TYPE = "application/json; charset=utf-8"
+TOKEN_FORMATS = ("jwt", "opaque")
 
 
 class AadError(Exception):
@@ -246,8 +251,11 @@ def _audience(emu: DefenderEmulator, form: Mapping[str, str], version: str) -> s
 def _issue(emu: DefenderEmulator, client_id: str, version: str, audience: str) -> Response:
     now = emu.clock.now()
     lifetime = int(emu.token_lifetime)
-    token = "emu." + secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=lifetime)
+    if emu.token_format == "opaque":
+        token = "emu." + secrets.token_urlsafe(32)
+    else:
+        token = _jwt(emu, client_id, audience, now, expires_at)
     # Like a JWT, the token carries the roles granted when it was issued.
     record = Token(client_id, expires_at, audience, frozenset(emu.roles))
     with emu._lock:
@@ -271,6 +279,42 @@ def _issue(emu: DefenderEmulator, client_id: str, version: str, audience: str) -
             "access_token": token,
         }
     return Response(200, json_bytes(payload), aad_headers())
+
+
+def _segment(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _jwt(
+    emu: DefenderEmulator, client_id: str, audience: str, now: datetime, expires_at: datetime
+) -> str:
+    """A JWT-shaped access token like Entra's v1 app tokens, HMAC-signed with a random key."""
+    issued = int(now.timestamp())
+    header = {"typ": "JWT", "alg": "HS256", "kid": "defender-emulator"}
+    app_object = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{emu.tenant_id}/{client_id}"))
+    payload = {
+        "aud": audience,
+        "iss": f"https://sts.windows.net/{emu.tenant_id}/",
+        "iat": issued,
+        "nbf": issued,
+        "exp": int(expires_at.timestamp()),
+        "appid": client_id,
+        "azp": client_id,
+        "appidacr": "1",
+        "idp": f"https://sts.windows.net/{emu.tenant_id}/",
+        "idtyp": "app",
+        "oid": app_object,
+        "sub": app_object,
+        "roles": list(emu.roles),
+        "tid": emu.tenant_id,
+        "uti": secrets.token_urlsafe(16),
+        "ver": "1.0",
+    }
+    signing_input = ".".join(
+        _segment(json.dumps(part, separators=(",", ":")).encode()) for part in (header, payload)
+    )
+    signature = hmac.new(emu._token_key, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{_segment(signature)}"
 
 
 def _basic_credentials(headers: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -3,7 +3,10 @@
 Owns the documented filterable fields, a tokenizer and a recursive-descent parser for
 ``or``/``and``/``not``, comparisons (``eq ne gt ge lt le``) and ``contains``/``startswith``/
 ``endswith``, plus the query-option errors (``ODataError``). String comparisons are
-case-sensitive; ``eq`` on a collection (rbacGroupNames/rbacGroupIds) means "has the element".
+case-sensitive unless a field is named in ``fold`` (then ``eq``/``ne`` on it ignore case); ``eq``
+on a collection (rbacGroupNames/rbacGroupIds) means "has the element". Strict mode refuses
+``or`` and a parse tree of more than ``node_limit`` nodes (each operand, comparison, function
+call, ``and``, ``or`` and ``not`` is one node; parentheses are none).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ FILTER_FIELDS = frozenset(
     }
 )
 MAX_TOP = 10_000
+ODATA_MODES = ("lenient", "strict")
 
 FilterFn = Callable[[RawIndicator], Any]
 
@@ -100,7 +104,9 @@ def _tokenize(text: str) -> list[tuple[str, Any]]:
     return tokens
 
 
-def _compare(op: str, left: Any, right: Any) -> bool:
+def _compare(op: str, left: Any, right: Any, fold: bool = False) -> bool:
+    if fold and op in ("eq", "ne") and isinstance(left, str) and isinstance(right, str):
+        left, right = left.casefold(), right.casefold()
     if isinstance(left, list):
         # A collection compared to a value: membership (see module docstring).
         return (right in left) if op == "eq" else (right not in left) if op == "ne" else False
@@ -123,16 +129,32 @@ def _compare(op: str, left: Any, right: Any) -> bool:
 class _FilterParser:
     """Recursive descent: or > and > not > comparison | function | ( expr )."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(
+        self, text: str, fold: frozenset[str], allow_or: bool, node_limit: int | None
+    ) -> None:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.fold = fold
+        self.allow_or = allow_or
+        self.node_limit = node_limit
+        self.nodes = 0
 
     def parse(self) -> FilterFn:
         predicate = self._or()
         if self.pos != len(self.tokens):
             raise odata_error(f"Unexpected '{self.tokens[self.pos][1]}' in '{self.text}'.")
         return predicate
+
+    def _count(self) -> None:
+        """One more node; refused as soon as the limit is passed (before recursing deeper)."""
+        self.nodes += 1
+        if self.node_limit is not None and self.nodes > self.node_limit:
+            raise odata_error(
+                f"The node count limit of '{self.node_limit}' has been exceeded. To increase the "
+                "limit, set the 'MaxNodeCount' property on EnableQueryAttribute or "
+                "ODataValidationSettings."
+            )
 
     def _peek(self) -> tuple[str, Any]:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else ("end", None)
@@ -151,7 +173,13 @@ class _FilterParser:
     def _or(self) -> FilterFn:
         left = self._and()
         while self._peek() == ("name", "or"):
+            if not self.allow_or:
+                raise odata_error(
+                    f"The 'or' operator is not supported in $filter on this endpoint: "
+                    f"'{self.text}'."
+                )
             self._take()
+            self._count()
             right = self._and()
             left = (lambda a, b: lambda row: a(row) or b(row))(left, right)
         return left
@@ -160,6 +188,7 @@ class _FilterParser:
         left = self._not()
         while self._peek() == ("name", "and"):
             self._take()
+            self._count()
             right = self._not()
             left = (lambda a, b: lambda row: a(row) and b(row))(left, right)
         return left
@@ -167,6 +196,7 @@ class _FilterParser:
     def _not(self) -> FilterFn:
         if self._peek() == ("name", "not"):
             self._take()
+            self._count()
             inner = self._not()
             return lambda row: not inner(row)
         return self._primary()
@@ -181,6 +211,7 @@ class _FilterParser:
         is_call = self.pos + 1 < len(self.tokens) and self.tokens[self.pos + 1] == ("punct", "(")
         if token[0] == "name" and token[1] in _FUNCTIONS and is_call:
             return self._function()
+        fold = token[0] == "name" and token[1] in self.fold
         left = self._operand()
         op_token = self._peek()
         if op_token[0] != "name" or op_token[1] not in ("eq", "ne", *_COMPARISONS):
@@ -188,12 +219,15 @@ class _FilterParser:
                 return lambda row: left(row) is True  # a bare boolean property
             raise odata_error(f"Unknown operator '{op_token[1]}' in '{self.text}'.")
         self._take()
+        self._count()
+        fold = fold or (self._peek()[0] == "name" and self._peek()[1] in self.fold)
         right = self._operand()
         op = str(op_token[1])
-        return lambda row: _compare(op, left(row), right(row))
+        return lambda row: _compare(op, left(row), right(row), fold)
 
     def _function(self) -> FilterFn:
         test = _FUNCTIONS[self._take()[1]]
+        self._count()
         self._expect("(")
         subject = self._operand()
         self._expect(",")
@@ -212,6 +246,7 @@ class _FilterParser:
 
     def _operand(self) -> FilterFn:
         kind, value = self._take()
+        self._count()
         if kind == "lit":
             return lambda row: value
         if kind == "name":
@@ -222,6 +257,15 @@ class _FilterParser:
         raise odata_error(f"Unexpected '{value}' in '{self.text}'.")
 
 
-def compile_filter(text: str) -> FilterFn:
-    """Compile an OData ``$filter`` over the filterable fields; raises ApiError ``ODataError``."""
-    return _FilterParser(text).parse()
+def compile_filter(
+    text: str,
+    *,
+    fold: frozenset[str] = frozenset(),
+    allow_or: bool = True,
+    node_limit: int | None = None,
+) -> FilterFn:
+    """Compile an OData ``$filter`` over the filterable fields; raises ApiError ``ODataError``.
+
+    ``fold``: fields whose ``eq``/``ne`` ignore case; ``allow_or`` False refuses ``or``;
+    ``node_limit``: the most parse-tree nodes accepted (None: no limit)."""
+    return _FilterParser(text, fold, allow_or, node_limit).parse()

@@ -1,9 +1,10 @@
 """One request through the Defender emulator: route, faults, login or API, the request log.
 
 Owns the routes (Entra endpoints and the Indicators API), the order of work on a request (the
-test hook, forced and random faults, then either a login endpoint or bearer authentication,
-authorization, the rate limit and the API handler), turning any error into its response body
-(an emulator bug still answers, 500, and is logged) and the record appended to the log.
+URL limit of strict OData, the test hook, forced and random faults, then either a login endpoint
+or a retired API's 410 or bearer authentication, authorization, the rate limit and the API
+handler), turning any error into its response body (an emulator bug still answers, 500, and is
+logged), the deprecation headers on API answers and the record appended to the log.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 from loguru import logger
 
-from reconciler.sandbox.defender import api, login
+from reconciler.sandbox.defender import api, lifecycle, login
 from reconciler.sandbox.defender.core import (
     API_ENDPOINTS,
     ApiError,
@@ -75,17 +76,10 @@ def handle(
     parts = urlsplit(raw_path)
     call = Call(method, parts.path, parts.query, headers, body, route(method, parts.path))
     endpoint = call.route.endpoint
-    response = _injected(emu, call)
-    if response is None:
-        try:
-            response = _dispatch(emu, call)
-        except ApiError as exc:
-            response = api_error_response(exc)
-        except AadError as exc:
-            response = login.aad_error_response(emu, exc)
-        except Exception as exc:  # an emulator bug must still answer, and be visible
-            logger.exception("defender emulator: unhandled error")
-            response = api_error_response(ApiError(500, "InternalServerError", repr(exc)))
+    if emu.odata == "strict" and len(raw_path) > emu.url_limit:
+        response = lifecycle.uri_too_long()
+    else:
+        response = _answer(emu, call)
     record = RequestRecord(
         time=emu.clock.now(),
         method=method,
@@ -97,6 +91,28 @@ def handle(
     )
     with emu._log_lock:
         emu.requests.append(record)
+    return response
+
+
+def _is_api(call: Call) -> bool:
+    return call.route.endpoint in API_ENDPOINTS or call.path.lower().startswith("/api/")
+
+
+def _answer(emu: DefenderEmulator, call: Call) -> Response:
+    """Faults or the served answer, plus the deprecation headers of an API answer."""
+    response = _injected(emu, call)
+    if response is None:
+        try:
+            response = _dispatch(emu, call)
+        except ApiError as exc:
+            response = api_error_response(exc)
+        except AadError as exc:
+            response = login.aad_error_response(emu, exc)
+        except Exception as exc:  # an emulator bug must still answer, and be visible
+            logger.exception("defender emulator: unhandled error")
+            response = api_error_response(ApiError(500, "InternalServerError", repr(exc)))
+    if emu.deprecation and _is_api(call) and not response.drop:
+        response.headers.extend(lifecycle.deprecation_headers(emu.sunset))
     return response
 
 
@@ -131,6 +147,8 @@ def _dispatch(emu: DefenderEmulator, call: Call) -> Response:
     endpoint = call.route.endpoint
     if endpoint in _LOGIN_HANDLERS:
         return _LOGIN_HANDLERS[endpoint](emu, call)
+    if emu.retired and _is_api(call):
+        raise lifecycle.retired_error()
     if endpoint not in API_ENDPOINTS:
         raise ApiError(404, "NotFound", f"No route for {call.method} {call.path}.")
     token = login.authenticate(emu, call.headers)

@@ -1,9 +1,11 @@
 """The indicator store of the Defender emulator: rows, ids, the upsert key, expiry, the quota.
 
 Owns rows in Defender's response shape (field order of real answers), integer ids handed out
-in insertion order, the index by upsert key (indicatorType, indicatorValue, action by default),
-purging of expired rows, creation and update of rows by the API (upsert), and portal-made
-rows and edits for tests. The store does not lock: callers hold the emulator's lock.
+in insertion order, the index by upsert key (indicatorType, indicatorValue, action by default;
+compared exactly, or by equivalent form and case-insensitively; rebuilt when either changes, the
+oldest row keeping a key two rows share), purging of expired rows, creation and update of rows by
+the API (upsert), snapshots to undo a refused batch, and portal-made rows and edits for tests.
+The store does not lock: callers hold the emulator's lock.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.sandbox.defender.core import ApiError, RawIndicator, parse_timestamp
+from reconciler.sandbox.defender.forms import folded_key
 
 PORTAL_USER = "admin@contoso.com"
 
@@ -78,6 +81,15 @@ def int_id(value: str | int) -> int:
         return -1
 
 
+class Snapshot(NamedTuple):
+    """The store's rows and indexes at one moment (ids handed out are not taken back)."""
+
+    rows: dict[int, RawIndicator]
+    by_key: dict[tuple[Any, ...], int]
+    expiry: dict[int, datetime]
+    heap: list[tuple[datetime, int]]
+
+
 class Store:
     """Indicators by integer id (insertion = id order) plus an index by upsert key.
 
@@ -85,8 +97,9 @@ class Store:
     snapshot of references outside the lock.
     """
 
-    def __init__(self, key_fields: tuple[str, ...]) -> None:
+    def __init__(self, key_fields: tuple[str, ...], equivalent: bool = False) -> None:
         self.key_fields = key_fields
+        self.equivalent = equivalent
         self.rows: dict[int, RawIndicator] = {}
         self.by_key: dict[tuple[Any, ...], int] = {}
         self.expiry: dict[int, datetime] = {}
@@ -94,7 +107,26 @@ class Store:
         self.next_id = 1
 
     def key(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        if self.equivalent:
+            return folded_key(row, self.key_fields)
         return tuple(row.get(name) for name in self.key_fields)
+
+    def configure(self, key_fields: tuple[str, ...], equivalent: bool) -> None:
+        """Use this upsert key; the index is rebuilt (oldest row first) when it changes."""
+        if (key_fields, equivalent) == (self.key_fields, self.equivalent):
+            return
+        self.key_fields, self.equivalent = key_fields, equivalent
+        self.by_key = {}
+        for ident, row in self.rows.items():
+            self.by_key.setdefault(self.key(row), ident)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(dict(self.rows), dict(self.by_key), dict(self.expiry), list(self.heap))
+
+    def restore(self, saved: Snapshot) -> None:
+        """Go back to a snapshot (rows are never changed in place, so copies are enough)."""
+        self.rows, self.by_key = dict(saved.rows), dict(saved.by_key)
+        self.expiry, self.heap = dict(saved.expiry), list(saved.heap)
 
     def new_id(self) -> int:
         ident = self.next_id
