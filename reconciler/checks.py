@@ -1,7 +1,9 @@
 """``reconciler check``: preflight of config, OpenCTI and Defender, one line per check.
 
 Each check prints ``[ ok ]`` or ``[fail]`` with a hint; the exit code is 0 only when all pass.
-Read-only: lists at most one Defender indicator and never writes.
+``[note]`` lines inform without failing (an API that announced its end of life, a token whose
+permissions cannot be read). Read-only: lists at most one Defender indicator and never writes;
+the write permission is read from the access token's ``roles`` claim, before any write.
 """
 
 from __future__ import annotations
@@ -79,15 +81,20 @@ def _check_opencti(settings: Settings, out: IO[str]) -> bool:
     return ok
 
 
+#: The application permission the import and BatchDelete pages require.
+WRITE_ROLE = "Ti.ReadWrite.All"
+
+
 def _check_defender(settings: Settings, out: IO[str]) -> bool:
     from reconciler.wiring import defender_client
 
     mdi = settings.microsoft_defender_intel
     client = defender_client(settings)
+    roles: list[tuple[str, ...] | None] = []
     try:
 
         def token() -> str:
-            client.probe_token()
+            roles.append(client.probe_token())
             return f"token for {mdi.scope} acquired from {mdi.login_url}"
 
         ok_token, detail = _attempt(token)
@@ -101,14 +108,50 @@ def _check_defender(settings: Settings, out: IO[str]) -> bool:
         )
         if not ok_token:
             return False
+        ok_write = _check_write_role(roles[0] if roles else None, out)
 
         def listing() -> str:
             n = client.probe_list()
             return f"GET {mdi.base_url}{mdi.resource_path} allowed ({n} row read)"
 
         ok_list, detail = _attempt(listing)
-        hint = "grant the application permission Ti.ReadWrite.All and admin consent"
+        hint = f"grant the application permission {WRITE_ROLE} and admin consent"
         _line(out, ok_list, "Defender list permission", detail, hint)
-        return ok_list
+        for notice in client.lifecycle.notices:
+            _note(out, "Defender API lifecycle", notice.describe(), _LIFECYCLE_HINT)
+        return ok_write and ok_list
     finally:
         client.close()
+
+
+_LIFECYCLE_HINT = (
+    "Microsoft retires the Defender for Endpoint APIs (MC1220762); see the README section "
+    "'API lifecycle' for what to do"
+)
+
+
+def _check_write_role(roles: tuple[str, ...] | None, out: IO[str]) -> bool:
+    """Before any write: the token must carry Ti.ReadWrite.All (read from its roles claim)."""
+    what = "Defender write permission"
+    if roles is None:
+        _note(out, what, "the token's roles could not be read; not checked")
+        return True
+    if WRITE_ROLE in roles:
+        _line(out, True, what, f"the token carries {WRITE_ROLE}")
+        return True
+    shown = ", ".join(roles) or "no application permission"
+    hint = (
+        f"grant the application permission {WRITE_ROLE} (WindowsDefenderATP API) and admin "
+        "consent: the import and BatchDelete endpoints require it; Ti.ReadWrite alone only "
+        "sees the indicators the app created itself, so another application's indicator on "
+        "a desired value would go unnoticed"
+    )
+    _line(out, False, what, f"the token carries {shown}, not {WRITE_ROLE}", hint)
+    return False
+
+
+def _note(out: IO[str], what: str, detail: str, hint: str = "") -> None:
+    out.write(f"[note] {what}: {detail}\n")
+    if hint:
+        out.write(f"       hint: {hint}\n")
+    out.flush()

@@ -233,6 +233,7 @@ class Controller:
             raise ReconcilerError(f"apply aborted: {result.aborted}")
 
     def _set_owned(self) -> None:
+        self.metrics.unconverged.set(self.engine.churn.held)
         owned = self.engine.owned_total
         used = owned + self.engine.non_owned
         self.metrics.owned.set(owned)

@@ -8,6 +8,8 @@ is written once. Constants only: no imports from the rest of the package, no log
 from __future__ import annotations
 
 __all__ = [
+    "CHURN_RUNS",
+    "CONNECT_TIMEOUT",
     "EXPIRE_DAYS",
     "INTERVAL_SECONDS",
     "MAX_DELETES",
@@ -15,6 +17,8 @@ __all__ = [
     "OWNERSHIP_TAG",
     "QUOTA",
     "RATIO_MIN_DELETES",
+    "READ_TIMEOUT",
+    "REJECTED_RETRY_HOURS",
 ]
 
 #: Defender ``application`` value marking the indicators this reconciler owns.
@@ -31,3 +35,11 @@ MAX_DELETE_RATIO = 0.5
 RATIO_MIN_DELETES = 10
 #: Seconds between two scheduled full reconciles.
 INTERVAL_SECONDS = 300
+#: Seconds to wait for a connection to the Defender API.
+CONNECT_TIMEOUT = 10.0
+#: Seconds to wait for a Defender answer (an import of 500 can take Defender tens of seconds).
+READ_TIMEOUT = 120.0
+#: Hours a body Defender refused is not sent again (0 = send it again on every run).
+REJECTED_RETRY_HOURS = 12.0
+#: Consecutive full runs planning the very same change for a key before it is held back.
+CHURN_RUNS = 3

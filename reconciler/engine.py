@@ -16,7 +16,7 @@ settings: ``wiring`` builds it with typed policies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -25,7 +25,6 @@ from pydantic import ValidationError
 
 from reconciler.apply import ApplyResult, DefenderWriter, apply_plan
 from reconciler.clock import Clock, SystemClock
-from reconciler.defender.client import odata_quote
 from reconciler.errors import ListingError, StalePlanError
 from reconciler.gcpause import paused_gc
 from reconciler.mapping import (
@@ -43,21 +42,21 @@ from reconciler.model import (
     Skipped,
 )
 from reconciler.plan import (
+    ChurnState,
     ForeignIdentity,
     Plan,
     PlanPolicy,
+    Reason,
     build_plan,
     fingerprint_owned,
     foreign_identity,
+    hold_churning,
 )
 from reconciler.scope import DesiredIndex
 
 __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "Outcome", "split_owned"]
 
 _T = TypeVar("_T")
-
-#: Values per OData filter of a scoped Defender read.
-SCOPED_READ_CHUNK = 40
 
 
 class DesiredSource(Protocol):
@@ -95,6 +94,8 @@ class ActualState:
     owned: tuple[DefenderIndicator, ...]
     non_owned_count: int
     held_by_others: Mapping[ForeignIdentity, str] = field(default_factory=dict)
+    #: Owned indicators outside the keys a scoped read asked for (counted, not parsed).
+    owned_outside: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,14 @@ class Outcome:
     scoped: bool = False
 
 
-def split_owned(rows: Iterable[RawIndicator], ownership: Ownership) -> ActualState:
-    """Partition a listing into owned indicators (``ownership.owns``) and a count of the rest.
+def split_owned(
+    rows: Iterable[RawIndicator],
+    ownership: Ownership,
+    keys: Collection[IndicatorKey] | None = None,
+) -> ActualState:
+    """Partition a listing into owned indicators (``ownership.owns``) and a count of the rest;
+    with ``keys``, only the owned indicators holding one of them are read (a scoped run), the
+    others counted in ``owned_outside``.
 
     Tolerant reader: owned values are brought to canonical form (``mapping.canonical_value``)
     and unknown enum names kept as text (see ``DefenderIndicator``), so an equivalent echo or a
@@ -117,23 +124,33 @@ def split_owned(rows: Iterable[RawIndicator], ownership: Ownership) -> ActualSta
     does: never a hole in what we own."""
     owned: list[DefenderIndicator] = []
     held: dict[ForeignIdentity, str] = {}
-    others = 0
+    others = outside = 0
     for row in rows:
         if ownership.owns(row.get("application")):
+            if keys is not None and _raw_key(row) not in keys:
+                outside += 1
+                continue
             owned.append(_read_owned(row))
             continue
         others += 1
-        type_name, value = row.get("indicatorType"), row.get("indicatorValue")
-        if isinstance(value, str) and type_name in _TYPES:
-            value = canonical_value(_TYPES[type_name], value)
-        ident = foreign_identity(type_name, value)
+        key = _raw_key(row)
+        ident = foreign_identity(key.type.value, key.value) if key else None
         if ident is not None and ident not in held:
             app = row.get("application") or "(no application)"
             held[ident] = f"{app!r} (action {row.get('action')})"
-    return ActualState(tuple(owned), others, held)
+    return ActualState(tuple(owned), others, held, outside)
 
 
-_TYPES = {t.value: t for t in IndicatorType}
+def _raw_key(row: RawIndicator) -> IndicatorKey | None:
+    """The canonical key of a listing row, without parsing it (``None``: not keyable)."""
+    type_name, value = row.get("indicatorType"), row.get("indicatorValue")
+    kind = _TYPES.get(type_name.strip().casefold()) if isinstance(type_name, str) else None
+    if kind is None or not isinstance(value, str) or not value.strip():
+        return None
+    return IndicatorKey(kind, canonical_value(kind, value))
+
+
+_TYPES = {t.value.casefold(): t for t in IndicatorType}
 
 
 def _read_owned(row: RawIndicator) -> DefenderIndicator:
@@ -167,14 +184,20 @@ class Engine:
         plan_policy: PlanPolicy,
         ownership: Ownership,
         dry_run: bool = False,
+        churn_runs: int = 0,
         clock: Clock | None = None,
     ) -> None:
+        """``churn_runs``: consecutive full runs planning the same change for a key before it
+        is held back (``plan.hold_churning``; 0 = off, and always off in dry-run mode, where
+        nothing is written and every run plans the same)."""
         self.source = source
         self.defender = defender
         self.mapping_policy = mapping_policy
         self.plan_policy = plan_policy
         self.ownership = ownership
         self.dry_run = dry_run
+        self.churn_runs = 0 if dry_run else churn_runs
+        self.churn = ChurnState()
         self.clock: Clock = clock or SystemClock()
         self.index = DesiredIndex(mapping_policy)
         #: Owned indicators in Defender: from the last full listing, kept up to date by every
@@ -205,18 +228,20 @@ class Engine:
         return split_owned(self.defender.iter_indicators(), self.ownership)
 
     def read_actual_for(self, keys: Iterable[IndicatorKey]) -> ActualState:
-        """The owned indicators holding ``keys`` (a scoped run), read by value in small OData
-        filters; ``non_owned_count`` counts only the non-owned rows seen for those values."""
-        wanted = set(keys)
-        values = sorted({k.value for k in wanted})
-        rows: list[RawIndicator] = []
-        for i in range(0, len(values), SCOPED_READ_CHUNK):
-            part = values[i : i + SCOPED_READ_CHUNK]
-            odata = " or ".join(f"indicatorValue eq {odata_quote(v)}" for v in part)
-            rows.extend(self.defender.list_indicators(odata))
-        state = split_owned(rows, self.ownership)
-        owned = tuple(i for i in state.owned if i.key in wanted)
-        return ActualState(owned, state.non_owned_count, state.held_by_others)
+        """What Defender holds for ``keys`` (a scoped run): the owned indicators holding them,
+        the other applications' identities, and exact counts of everything else.
+
+        It reads the whole listing (one call per 10,000 rows: two for a full tenant) and keeps
+        what it needs, rather than filtering by value on the server: a value filter would have
+        to match every form Defender may answer with (hash case, IPv6 notation), ``or`` on this
+        endpoint is undocumented, and long URLs in a query string exceed common URL limits. The
+        listing is correct under every one of those behaviours and costs a bounded number of
+        calls whatever the number of keys."""
+        wanted = frozenset(keys)
+        state = split_owned(self.defender.iter_indicators(), self.ownership, wanted)
+        self.non_owned = state.non_owned_count
+        self.owned_total = len(state.owned) + state.owned_outside
+        return state
 
     # -- planning ------------------------------------------------------------------------
     def plan(
@@ -275,13 +300,12 @@ class Engine:
         actual = self.read_actual_for(affected)
         # Other tools' indicators and our own outside the scope take quota room the scoped
         # keys cannot use.
-        outside = max(0, self.owned_total - len(actual.owned))
         plan = build_plan(
             desired.desired,
             actual.owned,
             skipped=desired.skipped,
             expired_keys=desired.expired_keys,
-            non_owned_count=self.non_owned + outside,
+            non_owned_count=actual.non_owned_count + actual.owned_outside,
             held_by_others=actual.held_by_others,
             policy=self.plan_policy,
             complete=True,
@@ -292,8 +316,17 @@ class Engine:
 
     # -- reconciling -----------------------------------------------------------------------
     def reconcile_full(self, *, on_batch: Callable[[str, int], None] | None = None) -> Outcome:
-        """Plan everything and apply it (nothing written in dry-run mode)."""
+        """Plan everything and apply it (nothing written in dry-run mode). A key planned with
+        the same change in ``churn_runs`` consecutive full runs is held back and reported."""
         plan, desired, _ = self._plan_full(False, None)
+        plan, self.churn = hold_churning(plan, self.churn, self.churn_runs)
+        if self.churn.held:
+            held = [c for c in plan.changes if c.reason == Reason.UNCONVERGED.value]
+            logger.warning(
+                "{} keys keep getting the same change and are held back (unconverged), e.g. {}",
+                self.churn.held,
+                ", ".join(str(c.key) for c in held[:5]),
+            )
         return Outcome(plan, self._apply_counted(plan, on_batch), desired.skipped)
 
     def reconcile_ids(

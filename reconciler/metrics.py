@@ -7,7 +7,12 @@ ever holds an indicator value, an id or a secret.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from reconciler.defender.lifecycle import LifecycleNotice
 
 __all__ = ["Metrics"]
 
@@ -104,6 +109,25 @@ class Metrics:
         self.dry_run = Gauge(
             f"{p}_dry_run", "1 when the controller runs in dry-run mode.", registry=r
         )
+        self.unconverged = Gauge(
+            f"{p}_unconverged_keys",
+            "Keys the last full reconcile held back: the same change was planned in several "
+            "consecutive full runs and Defender did not keep it.",
+            registry=r,
+        )
+        self.api_deprecated = Gauge(
+            f"{p}_defender_api_deprecated",
+            "1 when a Defender endpoint answered with a Deprecation or Sunset header, 2 when it "
+            "answered 410 Gone (retired).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.api_sunset = Gauge(
+            f"{p}_defender_api_sunset_timestamp_seconds",
+            "Unix time of the Sunset date a Defender endpoint announced.",
+            ["endpoint"],
+            registry=r,
+        )
 
     def on_defender_call(self, endpoint: str, status: int | None) -> None:
         """Hook for the Defender client: one call finished (``status`` None = no response)."""
@@ -113,6 +137,12 @@ class Metrics:
         if status is None or status == 429 or status >= 500:
             # The client retries these (until its attempts run out).
             self.retries.labels(endpoint).inc()
+
+    def on_lifecycle(self, notice: LifecycleNotice) -> None:
+        """Hook for the Defender client: an endpoint announced its end of life."""
+        self.api_deprecated.labels(notice.endpoint).set(2 if notice.gone else 1)
+        if notice.sunset is not None:
+            self.api_sunset.labels(notice.endpoint).set(notice.sunset.timestamp())
 
     def render(self) -> bytes:
         """The exposition text for ``/metrics``."""

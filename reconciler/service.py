@@ -40,7 +40,11 @@ def run_service(settings: Settings) -> int:
 
     options = wiring.controller_options(settings)
     with wiring.open_engine(
-        settings, clock=clock, on_token=add_secret, on_call=metrics.on_defender_call
+        settings,
+        clock=clock,
+        on_token=add_secret,
+        on_call=metrics.on_defender_call,
+        on_lifecycle=metrics.on_lifecycle,
     ) as engine:
         controller = Controller(options, engine=engine, metrics=metrics, stop=stop)
         controller.consumer = wiring.stream_consumer(

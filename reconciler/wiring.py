@@ -18,7 +18,9 @@ from reconciler.clock import Clock
 from reconciler.config import Settings
 from reconciler.controller import ControllerOptions
 from reconciler.defender.auth import BearerAuth, TokenProvider
-from reconciler.defender.client import DefenderClient
+from reconciler.defender.client import DefenderClient, Timeouts
+from reconciler.defender.lifecycle import LifecycleNotice, LifecycleWatch
+from reconciler.defender.rejections import RejectionMemory
 from reconciler.engine import Engine
 from reconciler.errors import ConfigError
 from reconciler.logs import configure_logging
@@ -124,8 +126,10 @@ def defender_client(
     clock: Clock | None = None,
     on_token: Callable[[str], None] | None = None,
     on_call: Callable[[str, int | None], None] | None = None,
+    on_lifecycle: Callable[[LifecycleNotice], None] | None = None,
 ) -> DefenderClient:
-    """The Defender client with its own token provider (closed with the client)."""
+    """The Defender client with its own token provider (closed with the client), the
+    configured timeouts, and the memory of refused bodies."""
     prefix = "microsoft_defender_intel."
     _required(settings, *(prefix + k for k in ("tenant_id", "client_id", "client_secret")))
     mdi = settings.microsoft_defender_intel
@@ -141,14 +145,18 @@ def defender_client(
         clock=clock,
         on_token=on_token,
     )
+    hours = settings.reconciler.rejected_retry_hours
     return DefenderClient(
         mdi.base_url,
         BearerAuth(provider),
         resource_path=mdi.resource_path,
         clock=clock,
         verify=ca or True,
+        timeouts=Timeouts(connect=mdi.connect_timeout, read=mdi.read_timeout),
         on_call=on_call,
         token_provider=provider,
+        rejections=RejectionMemory(hours * 3600.0, clock=clock),
+        lifecycle=LifecycleWatch(on_lifecycle),
     )
 
 
@@ -159,9 +167,12 @@ def open_engine(
     clock: Clock | None = None,
     on_token: Callable[[str], None] | None = None,
     on_call: Callable[[str, int | None], None] | None = None,
+    on_lifecycle: Callable[[LifecycleNotice], None] | None = None,
 ) -> Iterator[Engine]:
     """Yield an ``Engine`` wired to the configured OpenCTI and Defender; closes clients."""
-    client = defender_client(settings, clock=clock, on_token=on_token, on_call=on_call)
+    client = defender_client(
+        settings, clock=clock, on_token=on_token, on_call=on_call, on_lifecycle=on_lifecycle
+    )
     try:
         yield Engine(
             source=opencti_source(settings),
@@ -170,6 +181,7 @@ def open_engine(
             plan_policy=plan_policy(settings),
             ownership=ownership(settings),
             dry_run=settings.reconciler.dry_run,
+            churn_runs=settings.reconciler.churn_runs,
             clock=clock,
         )
     finally:

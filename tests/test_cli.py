@@ -66,7 +66,8 @@ def test_check_reports_each_step(tmp_path: Path) -> None:
         cfg = write_config(tmp_path / "c.yml", defender, opencti)
         code, out, _ = run("check", "--config", str(cfg))
         assert code == 0, out
-        assert out.count("[ ok ]") == 4
+        assert out.count("[ ok ]") == 5
+        assert "[ ok ] Defender write permission: the token carries Ti.ReadWrite.All" in out
         bad = write_config(
             tmp_path / "bad.yml",
             defender,
@@ -78,6 +79,27 @@ def test_check_reports_each_step(tmp_path: Path) -> None:
         assert "[fail] Defender token" in out and "AADSTS7000215" in out
         assert "hint:" in out
         assert "wrong-secret-value" not in out + err
+
+
+def test_check_fails_before_any_write_without_the_write_permission(tmp_path: Path) -> None:
+    """The roles claim of the token says what the app may do: Ti.ReadWrite alone is refused
+    with a hint, and nothing is written."""
+    with DefenderEmulator(roles=("Ti.ReadWrite",)) as defender, OpenCTIEmulator() as opencti:
+        cfg = write_config(tmp_path / "c.yml", defender, opencti)
+        code, out, _ = run("check", "--config", str(cfg))
+        assert code == 1, out
+        assert "[fail] Defender write permission: the token carries Ti.ReadWrite, not " in out
+        assert "hint: grant the application permission Ti.ReadWrite.All" in out
+        assert not [r for r in defender.requests if r.endpoint in ("import", "batch_delete")]
+
+
+def test_check_notes_an_api_that_announced_its_end_of_life(tmp_path: Path) -> None:
+    with DefenderEmulator(deprecation=True) as defender, OpenCTIEmulator() as opencti:
+        cfg = write_config(tmp_path / "c.yml", defender, opencti)
+        code, out, _ = run("check", "--config", str(cfg))
+        assert code == 0, out
+        assert "[note] Defender API lifecycle: list: deprecated" in out
+        assert "sunset 2027-02-01" in out
 
 
 def test_apply_json_output_carries_apply_results(tmp_path: Path) -> None:

@@ -276,6 +276,23 @@ class DefenderSection(_Section):
         env="MICROSOFT_DEFENDER_INTEL_EDUCATE_URL",
         accepted="an http(s) URL",
     )
+    connect_timeout: float = _setting(
+        defaults.CONNECT_TIMEOUT,
+        "Seconds to wait for a connection to the Defender API or the login host.",
+        env="MICROSOFT_DEFENDER_INTEL_CONNECT_TIMEOUT",
+        accepted="a number of seconds from 1 to 300",
+        ge=1.0,
+        le=300.0,
+    )
+    read_timeout: float = _setting(
+        defaults.READ_TIMEOUT,
+        "Seconds to wait for a Defender API answer (an import of 500 indicators can take "
+        "tens of seconds; a write that times out is retried, which is safe).",
+        env="MICROSOFT_DEFENDER_INTEL_READ_TIMEOUT",
+        accepted="a number of seconds from 1 to 600",
+        ge=1.0,
+        le=600.0,
+    )
 
 
 class ReconcilerSection(_Section):
@@ -344,8 +361,26 @@ class ReconcilerSection(_Section):
         env="RECONCILER_STATE_PATH",
         accepted="a file path",
     )
+    rejected_retry_hours: float = _setting(
+        defaults.REJECTED_RETRY_HOURS,
+        "Hours an indicator body Defender refused is not sent again (it is reported with the "
+        "refusal meanwhile; an edited indicator is sent at once; 0 = retry on every run).",
+        env="RECONCILER_REJECTED_RETRY_HOURS",
+        accepted="a number of hours >= 0",
+        ge=0.0,
+    )
+    churn_runs: int = _setting(
+        defaults.CHURN_RUNS,
+        "Consecutive full reconciles that plan the very same change for a key before it is "
+        "held back and reported as unconverged instead of rewritten again (0 = never).",
+        env="RECONCILER_CHURN_RUNS",
+        accepted="a whole number >= 0",
+        ge=0,
+    )
 
-    @field_validator("interval_seconds", "max_deletes", "quota", "http_port", mode="before")
+    @field_validator(
+        "interval_seconds", "max_deletes", "quota", "http_port", "churn_runs", mode="before"
+    )
     @classmethod
     def _whole(cls, value: Any) -> Any:
         # pydantic reads the bool True as 1; a boolean here is always a mistake.

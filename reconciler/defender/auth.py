@@ -8,6 +8,8 @@ Must not: call the Defender API itself, log or raise a secret or token, or read 
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 import threading
 from collections.abc import Callable, Generator, Mapping
@@ -23,7 +25,7 @@ from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
 from reconciler.clock import Clock, SystemClock
 from reconciler.errors import AuthError, TransientError, excerpt
 
-__all__ = ["BearerAuth", "PinnedSession", "TokenProvider", "ssl_context"]
+__all__ = ["BearerAuth", "PinnedSession", "TokenProvider", "ssl_context", "token_roles"]
 
 #: Login hosts msal knows; for any other host instance discovery would call Microsoft.
 _MICROSOFT_LOGIN_HOSTS: frozenset[str] = frozenset(WELL_KNOWN_AUTHORITY_HOSTS)
@@ -249,3 +251,21 @@ class BearerAuth(httpx.Auth):
             logger.info("Defender API answered 401; refreshing the token once")
             request.headers["Authorization"] = f"Bearer {self.provider.token(force=True)}"
             yield request
+
+
+def token_roles(token: str) -> tuple[str, ...] | None:
+    """The ``roles`` claim of an access token (the application permissions granted), read
+    without verifying the signature (we only inform the user; Defender verifies). ``None``
+    when the token is not a JWT whose payload can be read."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    payload = parts[1] + "=" * (-len(parts[1]) % 4)
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload.encode("ascii")))
+    except (ValueError, UnicodeError):
+        return None
+    roles = claims.get("roles") if isinstance(claims, dict) else None
+    if not isinstance(roles, list):
+        return () if isinstance(claims, dict) else None
+    return tuple(str(r) for r in roles)

@@ -10,11 +10,12 @@ token or secret into a message, log line or exception.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -23,8 +24,10 @@ import httpx
 from loguru import logger
 
 from reconciler.clock import Clock, SystemClock
-from reconciler.defender.auth import TokenProvider, ssl_context
+from reconciler.defender.auth import TokenProvider, ssl_context, token_roles
+from reconciler.defender.lifecycle import LifecycleWatch
 from reconciler.defender.ratelimit import RateBudgets
+from reconciler.defender.rejections import RejectionMemory
 from reconciler.errors import (
     AuthError,
     DefenderError,
@@ -43,11 +46,14 @@ __all__ = [
     "DeleteResult",
     "ImportResult",
     "RetryPolicy",
+    "Timeouts",
     "odata_quote",
 ]
 
 #: Most indicators per import call and ids per BatchDelete call (documented limit).
 BATCH_SIZE = 500
+#: How many bad items one import batch may spend splitting calls on (see ``import_indicators``).
+SPLIT_BAD_ITEMS = 4
 #: Largest ``$top`` the list endpoint accepts.
 MAX_PAGE_SIZE = 10_000
 
@@ -73,6 +79,19 @@ class RetryPolicy:
     cap: float = 30.0
     jitter: float = 0.2
     max_retry_after: float = 300.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for a connection and for an answer. An import of 500 indicators can take
+    Defender tens of seconds to answer, hence the long read default; a write that times out is
+    retried, which is safe because every write is idempotent."""
+
+    connect: float = 10.0
+    read: float = 120.0
+
+    def httpx(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read, connect=self.connect)
 
 
 @dataclass(frozen=True)
@@ -129,16 +148,20 @@ class DefenderClient:
         resource_path: str = "/api/indicators",
         clock: Clock | None = None,
         verify: str | bool = True,
-        timeout: float = 30.0,
+        timeouts: Timeouts = Timeouts(),
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy = RetryPolicy(),
         budgets: RateBudgets | None = None,
         seed: int | None = None,
         on_call: Callable[[str, int | None], None] | None = None,
         token_provider: TokenProvider | None = None,
+        rejections: RejectionMemory | None = None,
+        lifecycle: LifecycleWatch | None = None,
     ) -> None:
         """``token_provider``: the provider behind ``auth``, when this client should close it
-        and ``probe_token`` should use it."""
+        and ``probe_token`` should use it. ``rejections``: bodies refused earlier are not sent
+        again while remembered (default: remembered for none). ``lifecycle``: where
+        deprecation notices go (default: a watch of its own)."""
         self.base_url = base_url.rstrip("/")
         self.resource_url = self.base_url + "/" + resource_path.strip("/")
         self.clock: Clock = clock or SystemClock()
@@ -149,10 +172,12 @@ class DefenderClient:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._owned_provider = token_provider
+        self.rejections = rejections or RejectionMemory(0)
+        self.lifecycle = lifecycle or LifecycleWatch()
         self._http = httpx.Client(
             auth=auth,
             verify=ssl_context(verify) if isinstance(verify, str) else verify,
-            timeout=httpx.Timeout(timeout),
+            timeout=timeouts.httpx(),
             transport=transport,
             headers=_JSON_HEADERS,
             follow_redirects=False,
@@ -242,6 +267,7 @@ class DefenderClient:
                 continue
             status = response.status_code
             self._record(endpoint, status)
+            self.lifecycle.observe(endpoint, status, response.headers)
             if status < 300 or status in accept:
                 return response
             if status == 429:
@@ -383,11 +409,14 @@ class DefenderClient:
             )
         return link
 
-    def probe_token(self) -> None:
-        """Acquire a token now (``reconciler check``); raises ``AuthError`` with the reason."""
+    def probe_token(self) -> tuple[str, ...] | None:
+        """Acquire a token now (``reconciler check``); raises ``AuthError`` with the reason.
+        Returns the application permissions the token carries (its ``roles`` claim), or
+        ``None`` when they cannot be read."""
         provider = self._owned_provider
-        if provider is not None:
-            provider.token(force=False)
+        if provider is None:
+            return None
+        return token_roles(provider.token(force=False))
 
     def probe_list(self) -> int:
         """Read at most one indicator (``reconciler check``: proves the list permission)."""
@@ -399,30 +428,79 @@ class DefenderClient:
 
     def import_indicators(self, bodies: Sequence[RawIndicator]) -> list[ImportResult]:
         """Create or update many indicators, ``BATCH_SIZE`` per call; one result per input, in
-        input order. Per-item failures are results (``ok=False``), not exceptions."""
-        results: list[ImportResult] = []
+        input order. Per-item failures are results (``ok=False``), not exceptions.
+
+        A body Defender refused earlier (``rejections``) is answered locally, not sent. When
+        Defender refuses a whole call (400) the batch is split in halves until each refused
+        item is alone: the others land, and the bad one is reported with the server's reason
+        and remembered. One bad item in a batch of n costs at most ``2 * ceil(log2 n)`` extra
+        calls; the splitting of one batch stops after the cost of ``SPLIT_BAD_ITEMS`` bad
+        items (a call refused for a reason every item shares must not become n calls), and
+        what is left is reported failed with the server's reason, not remembered."""
+        results: list[ImportResult | None] = [None] * len(bodies)
+        todo: list[int] = []
+        for index, body in enumerate(bodies):
+            refused = self.rejections.reason(body)
+            if refused is None:
+                todo.append(index)
+            else:
+                value = str(body.get("indicatorValue", ""))
+                why = f"refused earlier, not sent again yet: {refused}"
+                results[index] = ImportResult(index, value, None, False, why)
+        for chunk in _chunks(todo, BATCH_SIZE):
+            budget = [SPLIT_BAD_ITEMS * 2 * max(1, math.ceil(math.log2(len(chunk))))]
+            for result in self._import_part(bodies, list(chunk), budget):
+                results[result.index] = result
+        return [r for r in results if r is not None]
+
+    def _import_part(
+        self, bodies: Sequence[RawIndicator], part: list[int], budget: list[int]
+    ) -> list[ImportResult]:
+        """Import ``bodies[i]`` for ``i`` in ``part``; ``budget`` holds the extra calls a whole
+        refusal may still spend on splitting (shared by the halves)."""
+        chunk = [bodies[i] for i in part]
+        # POST is retried safely: import is an upsert, a repeat changes nothing.
         url = self.resource_url + "/import"
-        for start, chunk in zip(
-            range(0, len(bodies), BATCH_SIZE), _chunks(bodies, BATCH_SIZE), strict=True
-        ):
-            # POST is retried safely: import is an upsert, a repeat changes nothing.
-            response = self._request("import", "POST", url, json={"Indicators": list(chunk)})
-            data = self._json(response, "POST import")
-            value = data.get("value") if isinstance(data, dict) else None
-            if not isinstance(value, list):
-                raise TransientError(
-                    f"Defender import answered an unexpected shape: {excerpt(response.text)}"
-                )
-            results.extend(_import_results(start, chunk, value))
-        return results
+        try:
+            response = self._request("import", "POST", url, json={"Indicators": chunk})
+        except RejectedError as exc:
+            if exc.status != 400:
+                raise
+            if len(part) == 1:
+                self.rejections.remember(chunk[0], str(exc))
+                value = str(chunk[0].get("indicatorValue", ""))
+                return [ImportResult(part[0], value, None, False, str(exc))]
+            if budget[0] < 2:
+                return [
+                    ImportResult(i, str(b.get("indicatorValue", "")), None, False, str(exc))
+                    for i, b in zip(part, chunk, strict=True)
+                ]
+            budget[0] -= 2
+            middle = len(part) // 2
+            logger.info("Defender refused an import of {} as a whole; splitting it", len(part))
+            return self._import_part(bodies, part[:middle], budget) + self._import_part(
+                bodies, part[middle:], budget
+            )
+        data = self._json(response, "POST import")
+        answers = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(answers, list):
+            raise TransientError(
+                f"Defender import answered an unexpected shape: {excerpt(response.text)}"
+            )
+        results = _import_results(chunk, answers)
+        for result, body in zip(results, chunk, strict=True):
+            if not result.ok and result.reason != _NO_RESULT:
+                self.rejections.remember(body, result.reason or "refused")
+        return [replace(r, index=i) for r, i in zip(results, part, strict=True)]
 
     def batch_delete(self, ids: Sequence[str]) -> list[DeleteResult]:
         """Delete many indicators, ``BATCH_SIZE`` ids per call; ids already gone count as ok.
 
-        Defender answers 404 for a whole batch when any id is unknown (whether the others were
-        deleted is undocumented), so a 404 batch is split in halves until each unknown id is
-        alone; a lone 404 means already gone. Retrying is safe for the same reason.
-        """
+        Defender answers 404 for a whole batch when any id is unknown (whether it deleted the
+        others is undocumented). Then the ids still present are found with one listing (one
+        call per 10,000 rows) and only those are deleted again: a batch of 500 ids that are
+        all gone costs two or three calls, not a bisection of hundreds. Retrying is safe for
+        the same reason."""
         unique = list(dict.fromkeys(str(i) for i in ids))
         done: dict[str, DeleteResult] = {}
         for chunk in _chunks(unique, BATCH_SIZE):
@@ -430,22 +508,29 @@ class DefenderClient:
                 done[result.id] = result
         return [done[str(i)] for i in ids]
 
-    def _delete_chunk(self, ids: list[str]) -> list[DeleteResult]:
+    def _delete_chunk(self, ids: list[str], *, rounds: int = 2) -> list[DeleteResult]:
         url = self.resource_url + "/BatchDelete"
         response = self._request(
             "batch_delete", "POST", url, json={"IndicatorIds": ids}, accept=frozenset({404})
         )
         if response.status_code != 404:
             return [DeleteResult(i, True, None) for i in ids]
-        if len(ids) == 1:
-            return [DeleteResult(ids[0], True, "already gone")]
-        middle = len(ids) // 2
-        return self._delete_chunk(ids[:middle]) + self._delete_chunk(ids[middle:])
+        wanted = set(ids)
+        present = {str(r.get("id")) for r in self.iter_indicators()} & wanted
+        gone = [DeleteResult(i, True, "already gone") for i in ids if i not in present]
+        still = [i for i in ids if i in present]
+        if not still:
+            return gone
+        if rounds <= 1:
+            why = "still present after a retry (ids kept disappearing meanwhile)"
+            return gone + [DeleteResult(i, False, why) for i in still]
+        return gone + self._delete_chunk(still, rounds=rounds - 1)
 
 
-def _import_results(
-    start: int, chunk: Sequence[RawIndicator], value: list[Any]
-) -> list[ImportResult]:
+_NO_RESULT = "no result returned"
+
+
+def _import_results(chunk: Sequence[RawIndicator], value: list[Any]) -> list[ImportResult]:
     """Pair import answers with inputs: by position when counts and values agree (the observed
     behaviour), else by indicator value; inputs left without an answer are failures."""
     values = [str(body.get("indicatorValue", "")) for body in chunk]
@@ -453,12 +538,12 @@ def _import_results(
 
     def make(index: int, answer: Mapping[str, Any] | None) -> ImportResult:
         if answer is None:
-            return ImportResult(start + index, values[index], None, False, "no result returned")
+            return ImportResult(index, values[index], None, False, _NO_RESULT)
         failed = bool(answer.get("isFailed"))
         raw_id = answer.get("id")
         reason = answer.get("failureReason")
         return ImportResult(
-            index=start + index,
+            index=index,
             value=values[index],
             id=str(raw_id) if raw_id not in (None, "") and not failed else None,
             ok=not failed,

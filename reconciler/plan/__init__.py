@@ -15,7 +15,8 @@ The package, by seam (each module's docstring holds its part of the spec):
 - ``foreign``      the identity of another application's indicator;
 - ``changes``      filling in one change record (bodies, differing fields);
 - ``guards``       the delete guards and their messages (``--allow-mass-delete``);
-- ``fingerprint``  the order-independent fingerprints of both sides.
+- ``fingerprint``  the order-independent fingerprints of both sides;
+- ``churn``        the churn guard: a key planned the same way run after run is held back.
 
 Every module is pure: none imports an HTTP client, the scheduler or an adapter. This module
 only re-exports; callers import from ``reconciler.plan``.
@@ -24,6 +25,7 @@ only re-exports; callers import from ``reconciler.plan``.
 from __future__ import annotations
 
 from reconciler.model import IGNORABLE_FIELDS
+from reconciler.plan.churn import ChurnState, hold_churning
 from reconciler.plan.document import (
     FORMAT_VERSION,
     KIND_ORDER,
@@ -47,6 +49,7 @@ __all__ = [
     "OVERRIDE_FLAG",
     "Change",
     "ChangeKind",
+    "ChurnState",
     "ForeignIdentity",
     "Guard",
     "Plan",
@@ -57,4 +60,5 @@ __all__ = [
     "fingerprint_desired",
     "fingerprint_owned",
     "foreign_identity",
+    "hold_churning",
 ]

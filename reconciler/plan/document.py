@@ -75,6 +75,7 @@ class Reason(StrEnum):
     EXPIRED = "expired"  # expire
     QUOTA = "quota"  # skip / delete: over the free room
     HELD_BY_OTHER_APPLICATION = "held_by_other_application"  # skip / delete: see ``planner``
+    UNCONVERGED = "unconverged"  # skip: the same change planned run after run (see ``churn``)
 
 
 def id_order(defender_id: str | None) -> tuple[int, int, str]:

@@ -76,6 +76,8 @@ def every_key_changed(ca_file: Path) -> dict[str, Any]:
             "recommended_actions": "Isolate the device and call the SOC.",
             "generate_alert": False,
             "educate_url": "https://intranet.example.org/security",
+            "connect_timeout": 5.0,
+            "read_timeout": 300.0,
         },
         "reconciler": {
             "interval_seconds": 120,
@@ -87,6 +89,8 @@ def every_key_changed(ca_file: Path) -> dict[str, Any]:
             "http_port": 9200,
             "log_format": "json",
             "state_path": "/var/lib/reconciler/state.json",
+            "rejected_retry_hours": 1.5,
+            "churn_runs": 5,
         },
     }
 

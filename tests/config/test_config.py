@@ -166,6 +166,20 @@ NEW_ENV = [
     ("RECONCILER_HTTP_PORT", "reconciler.http_port", "0", 0),
     ("RECONCILER_LOG_FORMAT", "reconciler.log_format", "JSON", "json"),
     ("RECONCILER_STATE_PATH", "reconciler.state_path", "/var/lib/rec/state.json", None),
+    (
+        "MICROSOFT_DEFENDER_INTEL_CONNECT_TIMEOUT",
+        "microsoft_defender_intel.connect_timeout",
+        "5",
+        5.0,
+    ),
+    (
+        "MICROSOFT_DEFENDER_INTEL_READ_TIMEOUT",
+        "microsoft_defender_intel.read_timeout",
+        "300",
+        300.0,
+    ),
+    ("RECONCILER_REJECTED_RETRY_HOURS", "reconciler.rejected_retry_hours", "0", 0.0),
+    ("RECONCILER_CHURN_RUNS", "reconciler.churn_runs", "5", 5),
 ]
 
 
@@ -238,6 +252,10 @@ SEED_DEFAULTS = {
     "reconciler.http_port": 9095,
     "reconciler.log_format": "auto",
     "reconciler.state_path": None,
+    "microsoft_defender_intel.connect_timeout": 10.0,
+    "microsoft_defender_intel.read_timeout": 120.0,
+    "reconciler.rejected_retry_hours": 12.0,
+    "reconciler.churn_runs": 3,
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from reconciler.clock import FakeClock
 from reconciler.defender import DefenderClient, odata_quote
 from reconciler.engine import split_owned
 from reconciler.errors import AuthError, ListingError, RejectedError
@@ -110,8 +113,21 @@ def test_batch_delete_with_already_gone_ids_is_all_ok(
     assert all(d.ok for d in deleted)
     assert {d.id for d in deleted if d.reason} == {ids[137], "987654321"}
     assert emu.indicators() == []
-    # Bisection: two unknown ids among 501 cost a few dozen calls, not hundreds.
-    assert emu.counts()["batch_delete"] <= 2 + 4 * 9
+    # Batch of 500: a 404, one listing, the 499 present deleted. The 501st id: a 404, a listing.
+    assert emu.counts()["batch_delete"] == 3
+    assert emu.counts()["list"] == 2
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic", "non-atomic"])
+def test_batch_delete_of_500_gone_ids_costs_two_calls(
+    clock: FakeClock, connect: Any, atomic: bool
+) -> None:
+    """Ids all deleted already (expired, removed in the portal): one 404, one listing."""
+    with DefenderEmulator(clock=clock, batch_delete_atomic=atomic) as emu:
+        client = connect(emu)
+        deleted = client.batch_delete([str(10_000 + i) for i in range(500)])
+        assert all(d.ok and d.reason == "already gone" for d in deleted)
+        assert (emu.counts()["batch_delete"], emu.counts()["list"]) == (1, 1)
 
 
 # -- listing ------------------------------------------------------------------------------
@@ -261,7 +277,7 @@ def test_auth_error_is_not_retried(emu: DefenderEmulator, client: DefenderClient
 
 
 def test_batch_delete_on_a_non_atomic_server(clock, connect, make_body) -> None:
-    # If Defender deletes the known ids of a 404 batch anyway, bisection still ends all ok.
+    # If Defender deletes the known ids of a 404 batch anyway, the re-listing sees that.
     with DefenderEmulator(clock=clock, batch_delete_atomic=False) as emu:
         client = connect(emu)
         ids = [str(r.id) for r in client.import_indicators([make_body(i) for i in range(16)])]

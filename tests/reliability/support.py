@@ -9,7 +9,7 @@ from typing import Any
 
 from reconciler.clock import Clock
 from reconciler.defender.auth import BearerAuth, TokenProvider
-from reconciler.defender.client import DefenderClient, RetryPolicy
+from reconciler.defender.client import DefenderClient, RetryPolicy, Timeouts
 from reconciler.sandbox.defender import DefenderEmulator, RequestRecord
 from tests.e2e.support import settings_for as settings_for  # shared; re-exported here
 
@@ -21,7 +21,7 @@ Key3 = tuple[str, str, str]
 def short_timeout_client(
     defender: DefenderEmulator, clock: Clock, *, timeout: float, seed: int = 0
 ) -> DefenderClient:
-    """A client like ``DefenderClient.from_settings`` builds, but with a short HTTP timeout
+    """A client like ``wiring.defender_client`` builds, but with a short HTTP timeout
     (so the emulator's stall fault is a client timeout) and every wait on ``clock``."""
     provider = TokenProvider(
         tenant_id=defender.tenant_id,
@@ -37,11 +37,11 @@ def short_timeout_client(
         BearerAuth(provider),
         clock=clock,
         verify=defender.ca_file,
-        timeout=timeout,
+        timeouts=Timeouts(connect=timeout, read=timeout),
         retry=RetryPolicy(max_attempts=10),
         seed=seed,
+        token_provider=provider,  # closed with the client
     )
-    client._owned_provider = provider  # closed with the client
     return client
 
 
