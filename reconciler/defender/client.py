@@ -10,6 +10,7 @@ token or secret into a message, log line or exception.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import threading
@@ -172,8 +173,8 @@ class DefenderClient:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._owned_provider = token_provider
-        self.rejections = rejections or RejectionMemory(0)
-        self.lifecycle = lifecycle or LifecycleWatch()
+        self.rejections = rejections if rejections is not None else RejectionMemory(0)
+        self.lifecycle = lifecycle if lifecycle is not None else LifecycleWatch()
         self._http = httpx.Client(
             auth=auth,
             verify=ssl_context(verify) if isinstance(verify, str) else verify,
@@ -551,15 +552,30 @@ def _import_results(chunk: Sequence[RawIndicator], value: list[Any]) -> list[Imp
         )
 
     positional = len(answers) == len(chunk) and all(
-        a.get("indicator") in (None, values[i]) for i, a in enumerate(answers)
+        a.get("indicator") is None or _same_value(a.get("indicator"), values[i])
+        for i, a in enumerate(answers)
     )
     if positional:
         return [make(i, a) for i, a in enumerate(answers)]
     by_value: dict[str, list[Mapping[str, Any]]] = {}
     for answer in answers:
-        by_value.setdefault(str(answer.get("indicator", "")), []).append(answer)
+        by_value.setdefault(_value_form(answer.get("indicator")), []).append(answer)
     out = []
     for i, v in enumerate(values):
-        queue = by_value.get(v)
+        queue = by_value.get(_value_form(v))
         out.append(make(i, queue.pop(0) if queue else None))
     return out
+
+
+def _value_form(value: Any) -> str:
+    """A value in a form equal for every way Defender may echo it: case-folded, and an IP
+    address in its canonical notation (the answer may compress an IPv6 we sent exploded)."""
+    text = str(value or "").strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text.casefold()
+
+
+def _same_value(answered: Any, sent: str) -> bool:
+    return answered == sent or _value_form(answered) == _value_form(sent)

@@ -8,6 +8,7 @@ import pytest
 
 from reconciler.clock import FakeClock
 from reconciler.defender import DefenderClient, odata_quote
+from reconciler.defender.rejections import RejectionMemory
 from reconciler.engine import split_owned
 from reconciler.errors import AuthError, ListingError, RejectedError
 from reconciler.model import IndicatorKey, IndicatorType, Ownership
@@ -285,3 +286,53 @@ def test_batch_delete_on_a_non_atomic_server(clock, connect, make_body) -> None:
         deleted = client.batch_delete(ids)
         assert all(d.ok for d in deleted)
         assert emu.indicators() == []
+
+
+# -- a bad item in an import ----------------------------------------------------------------
+
+BAD = {"indicatorValue": "microsoft.com", "indicatorType": "DomainName"}  # the emulator's deny list
+
+
+@pytest.mark.parametrize(
+    ("mode", "max_calls"),
+    [("per_item", 2), ("whole_batch", 2 + 2 * 9)],  # 2 batches; + 2 * ceil(log2 500) splits
+    ids=["per-item", "whole-batch"],
+)
+def test_one_bad_item_in_1000_costs_the_others_nothing(
+    clock: FakeClock, connect: Any, make_body: Any, mode: str, max_calls: int
+) -> None:
+    with DefenderEmulator(clock=clock, batch_rejection=mode) as emu:
+        client = connect(emu, rejections=RejectionMemory(3600, clock=clock))
+        bodies = [make_body(i) for i in range(1000)]
+        bodies[613] = make_body(613, **BAD)
+        results = client.import_indicators(bodies)
+        assert [r.index for r in results] == list(range(1000))
+        failed = [r for r in results if not r.ok]
+        assert [(r.index, r.value) for r in failed] == [(613, "microsoft.com")]
+        assert "microsoft.com" in (failed[0].reason or "")
+        assert len(emu.indicators()) == 999
+        calls = emu.counts()["import"]
+        assert calls <= max_calls
+        # The refused body is remembered: the next run sends only the others, whole.
+        again = client.import_indicators(bodies)
+        assert emu.counts()["import"] - calls == 2
+        assert [r.index for r in again if not r.ok] == [613]
+        assert "refused earlier" in (again[613].reason or "")
+
+
+def test_a_call_refused_for_every_item_stops_splitting(
+    clock: FakeClock, connect: Any, make_body: Any
+) -> None:
+    """A reason every item shares must not turn one call into a thousand: the splitting stops
+    after the cost of four bad items, and the rest is reported with the server's reason."""
+    with DefenderEmulator(clock=clock, batch_rejection="whole_batch") as emu:
+        client = connect(emu)
+        bodies = [
+            make_body(i, indicatorValue=f"bad-{i}.example", indicatorType="DomainName")
+            for i in range(500)
+        ]
+        emu.deny_values = tuple(b["indicatorValue"] for b in bodies)
+        results = client.import_indicators(bodies)
+        assert not any(r.ok for r in results)
+        assert all("bad-" in (r.reason or "") for r in results)
+        assert emu.counts()["import"] <= 1 + 4 * 2 * 9
