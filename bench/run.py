@@ -300,7 +300,9 @@ def stream_burst(ctl: Control, tmp: Path, n: int = 1_000) -> dict[str, Any]:
             raise RuntimeError(f"{state} base {base}; controller log:\n{text}") from exc
         elapsed = time.perf_counter() - start
         calls = api_calls(ctl.call("/counts"))
+        refused = ctl.call("/refused_reads")["refused_reads"]
     return {
+        "refused_reads": refused,
         "events": n,
         "base_rows": base,
         "seconds_to_create_events": created_at,
@@ -395,6 +397,7 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
         results["drift_repair"],
         results["stream_burst"],
     )
+    strict = results["stream_burst_strict_odata"]
     rows: list[tuple[str, str, str, bool | None]] = [
         (
             "cold sync: desired / created",
@@ -475,6 +478,18 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
             "0",
             burst["sigterm_exit_code"] == 0,
         ),
+        (
+            "burst 1,000, strict OData: until all in Defender",
+            _fmt(strict["seconds_until_all_in_defender"], "s"),
+            "< 10 s",
+            strict["seconds_until_all_in_defender"] < 10,
+        ),
+        (
+            "burst 1,000, strict OData: import calls / refused reads",
+            f"{strict['import_calls']} / {strict['refused_reads']}",
+            "<= 5 / 0",
+            strict["import_calls"] <= 5 and strict["refused_reads"] == 0,
+        ),
     ]
     for point in results["scaling"]:
         rows.append(
@@ -545,6 +560,10 @@ def main() -> int:
             results["noop_15k_service"] = noop_service(ctl, tmp)
             _step("stream burst of 1,000 creates")
             results["stream_burst"] = stream_burst(ctl, tmp)
+            _step("stream burst of 1,000 creates, strict OData (no or, 100 nodes, 2,048-char URLs)")
+            ctl.call("/odata", mode="strict")
+            results["stream_burst_strict_odata"] = stream_burst(ctl, tmp)
+            ctl.call("/odata", mode="lenient")
     finally:
         ctl.close()
     for scenario in results.values():

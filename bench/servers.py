@@ -91,6 +91,19 @@ class Sandbox:
             rows = len(self.defender._store.rows)
         return {"calls": dict(self.defender.counts()), "rows": rows}
 
+    def odata(self, mode: str) -> dict[str, Any]:
+        """The emulator's OData strictness: ``lenient`` or ``strict`` (no ``or``, at most 100
+        nodes, 414 above 2,048 characters of URL)."""
+        self.defender.odata = mode
+        return {"odata": mode}
+
+    def refused_reads(self) -> dict[str, Any]:
+        """List calls answered 400 or 414 since the last reset (refused reads)."""
+        refused = [
+            r for r in self.defender.requests if r.endpoint == "list" and r.status in (400, 414)
+        ]
+        return {"refused_reads": len(refused)}
+
     def reset_log(self) -> dict[str, Any]:
         self.defender.reset_log()
         return {}
@@ -138,6 +151,8 @@ def _handler(sandbox: Sandbox, stop: threading.Event) -> type[BaseHTTPRequestHan
         "/reset_log": lambda a: sandbox.reset_log(),
         "/drift": lambda a: sandbox.drift(float(a["fraction"]), int(a.get("seed", 1))),
         "/burst": lambda a: sandbox.burst(int(a["n"])),
+        "/odata": lambda a: sandbox.odata(str(a["mode"])),
+        "/refused_reads": lambda a: sandbox.refused_reads(),
     }
 
     class Handler(BaseHTTPRequestHandler):

@@ -9,6 +9,7 @@ author filters take internal ids, as in stored and API filters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.sandbox.dataset import label_id
@@ -96,7 +97,11 @@ def _compare(key: str, have: Any, operator: str, want: str) -> bool:
     raise GraphQLError(f"unsupported filter operator: {operator}", "UNSUPPORTED_ERROR")
 
 
-def _filter_matches(record: Record, flt: dict[str, Any]) -> bool:
+Predicate = Callable[[Record], bool]
+
+
+def _compile_filter(flt: dict[str, Any]) -> Predicate:
+    """One filter as a predicate; the operator and key checks happen here, once."""
     keys = flt.get("key")
     key_list = [keys] if isinstance(keys, str) else list(keys or [])
     operator = flt.get("operator") or "eq"
@@ -108,41 +113,59 @@ def _filter_matches(record: Record, flt: dict[str, Any]) -> bool:
         )
     mode = (flt.get("mode") or "or").lower()
     wanted = [str(v) for v in flt.get("values") or []]
-    results = []
-    for key in key_list:
+    tests = [_compile_key(key, operator, mode, wanted) for key in key_list]
+    if not tests:
+        return lambda record: True
+    return lambda record: any(test(record) for test in tests)
+
+
+def _compile_key(key: str, operator: str, mode: str, wanted: list[str]) -> Predicate:
+    _filter_values({"id": "", "standard_id": ""}, key)  # an unknown key fails now
+    if operator == "nil":
+        return lambda record: not _filter_values(record, key)
+    if operator == "not_nil":
+        return lambda record: bool(_filter_values(record, key))
+    if not wanted:
+        return lambda record: True
+    combine = all if mode == "and" else any
+    if operator in ("eq", "not_eq") and key not in _NUMERIC_KEYS and key not in _BOOL_KEYS:
+        # Plain string equality: a set lookup per value (an ``ids`` filter holds hundreds).
+        wanted_set = frozenset(wanted)
+        if operator == "eq":
+            if mode == "and":
+                return lambda r: wanted_set <= {str(h) for h in _filter_values(r, key)}
+            return lambda r: any(str(h) in wanted_set for h in _filter_values(r, key))
+        if mode == "and":
+            return lambda r: not any(str(h) in wanted_set for h in _filter_values(r, key))
+        return lambda r: not wanted_set <= {str(h) for h in _filter_values(r, key)}
+
+    def test(record: Record) -> bool:
         have = _filter_values(record, key)
-        if operator == "nil":
-            results.append(not have)
-            continue
-        if operator == "not_nil":
-            results.append(bool(have))
-            continue
-        if not wanted:
-            results.append(True)
-            continue
         if operator == "not_eq":
-            tests = [all(not _compare(key, h, "eq", w) for h in have) for w in wanted]
-        else:
-            tests = [any(_compare(key, h, operator, w) for h in have) for w in wanted]
-        results.append(all(tests) if mode == "and" else any(tests))
-    return any(results) if results else True
+            return combine(all(not _compare(key, h, "eq", w) for h in have) for w in wanted)
+        return combine(any(_compare(key, h, operator, w) for h in have) for w in wanted)
+
+    return test
+
+
+def compile_group(group: FilterGroup | None) -> Predicate:
+    """An OpenCTI FilterGroup (5.12+ format) as one predicate over records, compiled once
+    (unknown keys and operators fail here, with OpenCTI's errors)."""
+    if not group:
+        return lambda record: True
+    combine = all if (group.get("mode") or "and").lower() == "and" else any
+    parts = [_compile_filter(f) for f in group.get("filters") or []]
+    parts += [compile_group(g) for g in group.get("filterGroups") or []]
+    if not parts:
+        return lambda record: True
+    return lambda record: combine(part(record) for part in parts)
 
 
 def group_matches(record: Record, group: FilterGroup | None) -> bool:
-    """Evaluate an OpenCTI FilterGroup (5.12+ format) on a record."""
-    if not group:
-        return True
-    mode = (group.get("mode") or "and").lower()
-    results = [_filter_matches(record, f) for f in group.get("filters") or []]
-    results += [group_matches(record, g) for g in group.get("filterGroups") or []]
-    if not results:
-        return True
-    return all(results) if mode == "and" else any(results)
+    """Evaluate an OpenCTI FilterGroup on one record."""
+    return compile_group(group)(record)
 
 
 def validate_group(group: FilterGroup | None) -> None:
     """Reject unknown keys or operators even when there is no record to test."""
-    if not group:
-        return
-    probe: Record = {"id": "", "standard_id": ""}
-    group_matches(probe, group)
+    compile_group(group)

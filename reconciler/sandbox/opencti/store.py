@@ -18,7 +18,7 @@ from typing import Any
 
 from reconciler.sandbox.dataset import observables_from_pattern
 from reconciler.sandbox.opencti.core import FilterGroup, Record
-from reconciler.sandbox.opencti.filters import group_matches, validate_group
+from reconciler.sandbox.opencti.filters import compile_group
 from reconciler.sandbox.opencti.render import graphql_node, stix_object
 
 # Aliases accepted by create/update_indicator for record keys.
@@ -193,12 +193,11 @@ class RecordStore:
         cached = self._listing_cache.get(cache_key)
         if cached is not None:
             return cached
-        validate_group(filters)
+        matches = compile_group(filters)
         keyed = [
             (_sort_value(r.get(sort_field)), r["id"])
             for r in self.records.values()
-            if group_matches(r, filters)
-            and (not needle or needle in f"{r['name']} {r['pattern']}".lower())
+            if matches(r) and (not needle or needle in f"{r['name']} {r['pattern']}".lower())
         ]
         keyed.sort(reverse=descending)
         ids = [k[1] for k in keyed]
