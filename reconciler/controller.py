@@ -32,7 +32,7 @@ from loguru import logger
 
 from reconciler.clock import SystemClock
 from reconciler.engine import Engine, Outcome
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, UnusableFilterError
 from reconciler.health import HealthServer
 from reconciler.metrics import Metrics
 
@@ -119,6 +119,9 @@ class Controller:
         self.last_full_ok: float | None = None  # monotonic time of the last success
         self.last_full_failed = False
         self.failures_in_row = 0
+        #: Set when the controller stopped itself (an unusable stream filter): the process
+        #: exits with this error.
+        self.fatal: ReconcilerError | None = None
 
     # -- full reconcile --------------------------------------------------------------------
     def full_reconcile(self, trigger: str = "schedule") -> bool:
@@ -133,6 +136,9 @@ class Controller:
             except ShutdownRequestedError:
                 logger.warning("full reconcile abandoned: shutting down")
                 self.metrics.runs.labels(trigger, "abandoned").inc()
+                return False
+            except UnusableFilterError as exc:
+                self._fail_closed(exc, trigger)
                 return False
             except Exception as exc:
                 self.last_full_failed = True
@@ -175,6 +181,8 @@ class Controller:
             self._handle_events(events)
         except ShutdownRequestedError:
             logger.warning("scoped reconcile abandoned: shutting down")
+        except UnusableFilterError as exc:
+            self._fail_closed(exc, "stream")
         except Exception as exc:
             self.metrics.runs.labels("stream", "error").inc()
             logger.error("scoped reconcile failed ({}): {}", type(exc).__name__, exc)
@@ -197,6 +205,15 @@ class Controller:
             self._observe(outcome, drift=False)
             self.metrics.runs.labels("stream", "success").inc()
             self.metrics.run_duration.labels("stream").observe(time.monotonic() - start)
+
+    def _fail_closed(self, exc: UnusableFilterError, trigger: str) -> None:
+        """The stream's filters cannot be applied exactly: nothing can be planned safely, so
+        the process stops (``fatal``; exit code 1) instead of retrying what cannot work."""
+        self.metrics.runs.labels(trigger, "error").inc()
+        self.last_full_failed = True
+        self.fatal = exc
+        logger.error("stopping: {}", exc)
+        self.stop_event.set()
 
     # -- shared --------------------------------------------------------------------------
     def _between_writes(self, step: str, n: int) -> None:

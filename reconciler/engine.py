@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from loguru import logger
 from pydantic import ValidationError
@@ -52,6 +52,7 @@ from reconciler.plan import (
     foreign_identity,
     hold_churning,
 )
+from reconciler.reading import PrioritySource, ReadStats, read_within_quota
 from reconciler.scope import DesiredIndex
 
 __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "Outcome", "split_owned"]
@@ -59,18 +60,10 @@ __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "Outcome"
 _T = TypeVar("_T")
 
 
-class DesiredSource(Protocol):
-    """Where desired indicators come from (``OpenCTISource`` satisfies it). Both reads apply
-    the stream's filters; both are whole or raise."""
-
-    def read_indicators(
-        self,
-        parse: Callable[[dict[str, Any]], _T],
-        *,
-        on_page: Callable[[int], None] | None = None,
-    ) -> list[_T]: ...
-
-    def read_ids(self, ids: Iterable[str], parse: Callable[[dict[str, Any]], _T]) -> list[_T]: ...
+class DesiredSource(PrioritySource, Protocol):
+    """Where desired indicators come from (``OpenCTISource`` satisfies it): the listing in
+    priority order for a full run (``reading``), and a re-read by ids for a scoped run. Every
+    read applies the stream's filters and is whole or raises."""
 
 
 class DefenderReader(DefenderWriter, Protocol):
@@ -205,10 +198,20 @@ class Engine:
         self.owned_total = 0
         #: Indicators of other applications, from the last full listing.
         self.non_owned = 0
+        #: What the last full read of OpenCTI did (``None`` before the first).
+        self.last_read: ReadStats | None = None
 
     # -- reading -------------------------------------------------------------------------
-    def read_desired(self, *, progress: Callable[[str], None] | None = None) -> DesiredState:
-        """List OpenCTI (all pages or an error), map, and refill the desired index."""
+    def read_desired(
+        self,
+        actual: ActualState | None = None,
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> DesiredState:
+        """Read OpenCTI within the free room ``actual`` leaves (read from Defender when not
+        given), map, and refill the desired index (see ``reading``)."""
+        if actual is None:
+            actual = self.read_actual()
         on_page = None
         if progress is not None:
             report = progress
@@ -217,10 +220,25 @@ class Engine:
                 report(f"reading OpenCTI indicators: {n:,}")
 
             report("reading OpenCTI indicators")
-        parsed = self.source.read_indicators(indicator_from_graphql, on_page=on_page)
-        if progress is not None:
-            progress(f"mapping {len(parsed):,} OpenCTI indicators")
-        return self.index.replace_all(parsed, now=self.clock.now())
+        self.last_read = read_within_quota(
+            self.source,
+            self.index,
+            free=max(0, self.plan_policy.quota - actual.non_owned_count),
+            held=actual.held_by_others.keys(),
+            owned=actual.owned,
+            now=self.clock.now(),
+            on_page=on_page,
+        )
+        stats = self.last_read
+        logger.info(
+            "read {:,} OpenCTI indicators{}{}",
+            stats.read,
+            f" of {stats.matching:,} matching" if stats.matching is not None else "",
+            f"; stopped at score {stats.cut_score} once the free room was filled"
+            if stats.stopped
+            else "",
+        )
+        return self.index.full_state()
 
     def read_actual(self) -> ActualState:
         """List every active Defender indicator (one pass) and split owned from the rest."""
@@ -259,12 +277,13 @@ class Engine:
         self, allow_mass_delete: bool, progress: Callable[[str], None] | None
     ) -> tuple[Plan, DesiredState, ActualState]:
         with paused_gc():  # reading and planning only; see reconciler.gcpause
-            desired = self.read_desired(progress=progress)
+            # Defender first: its free room bounds how much of OpenCTI is read.
             if progress is not None:
                 progress("reading Defender indicators")
             actual = self.read_actual()
             self.non_owned = actual.non_owned_count
             self.owned_total = len(actual.owned)
+            desired = self.read_desired(actual, progress=progress)
             if progress is not None:
                 progress("planning")
             policy = self.plan_policy
@@ -279,6 +298,7 @@ class Engine:
                 held_by_others=actual.held_by_others,
                 policy=policy,
                 complete=True,
+                not_read=self.last_read.not_read if self.last_read is not None else 0,
             )
         _log_plan("plan", plan)
         return plan, desired, actual

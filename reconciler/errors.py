@@ -3,6 +3,7 @@
     ReconcilerError                 base of everything we raise on purpose
     ├── ConfigError                 configuration invalid (names keys, env vars, allowed values)
     ├── SourceError                 OpenCTI listing or stream failed (never a partial list)
+    │   └── UnusableFilterError     the stream's filters cannot be applied exactly: fail closed
     ├── DefenderError               the Defender side failed
     │   ├── AuthError               token could not be acquired, or the API refused it (401/403)
     │   ├── RateLimitError          429 that outlived our retries (``retry_after`` seconds)
@@ -31,6 +32,7 @@ __all__ = [
     "SourceError",
     "StalePlanError",
     "TransientError",
+    "UnusableFilterError",
 ]
 
 #: Response bodies quoted in errors are cut to this many characters.
@@ -53,6 +55,11 @@ class ConfigError(ReconcilerError):
 
 class SourceError(ReconcilerError):
     """Raised when reading OpenCTI (listing or stream) failed."""
+
+
+class UnusableFilterError(SourceError):
+    """Raised when a filter cannot be applied to the indicators listing exactly (names the
+    key, operator or mode, where it came from, and the way out); nothing may be planned."""
 
 
 class DefenderError(ReconcilerError):

@@ -74,13 +74,17 @@ def load_plan_schema() -> dict[str, Any]:
 
 
 def summary_line(plan: Plan) -> str:
-    """``Plan: 12 to create, 3 to update, ... 5 skipped; quota 14,210/15,000``."""
+    """``Plan: 12 to create, 3 to update, ... 5 skipped; quota 14,210/15,000`` (and how many
+    matching indicators were left below the cut unread, when some were)."""
     s = plan.summary
-    return (
+    line = (
         f"Plan: {s['create']:,} to create, {s['update']:,} to update, "
         f"{s['replace']:,} to replace, {s['delete']:,} to delete, {s['expire']:,} to expire, "
         f"{s['skip']:,} skipped; quota {plan.quota.used_after:,}/{plan.quota.limit:,}"
     )
+    if plan.quota.not_read:
+        line += f"; {plan.quota.not_read:,} more matching indicators below the cut, not read"
+    return line
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
@@ -289,7 +293,9 @@ def render_markdown(plan: Plan, *, limit_per_kind: int | None = 100) -> str:
     out += [
         "",
         f"**Quota:** {q.used_after:,} / {q.limit:,} after apply "
-        f"(other tools {q.non_owned:,}, free room {q.free:,}, desired {q.desired:,})",
+        f"(other tools {q.non_owned:,}, free room {q.free:,}, desired {q.desired:,}"
+        + (f", {q.not_read:,} more below the cut not read" if q.not_read else "")
+        + ")",
         "",
     ]
 

@@ -57,14 +57,32 @@ class DesiredIndex:
         self, indicators: Iterable[OpenCTIIndicator | Skipped], *, now: datetime
     ) -> DesiredState:
         """Rebuild from a complete listing; returns the full desired state."""
+        self.begin()
+        for item in indicators:
+            self.add(item, now=now)
+        return self.finish()
+
+    def begin(self) -> None:
+        """Start a rebuild (a full read adds what it reads, then calls ``finish``)."""
         self._results.clear()
         self._read_skips.clear()
         self._by_key.clear()
-        for item in indicators:
-            if isinstance(item, Skipped):
-                self._read_skips[item.opencti_id] = item
-                continue
-            self._set(item.id, map_indicator(item, self.policy, now))
+        self.loaded = False
+
+    def add(self, item: OpenCTIIndicator | Skipped, *, now: datetime) -> MappingResult | None:
+        """Add one indicator of a rebuild (again: replaced); returns its mapping result, or
+        ``None`` for an indicator that could not be read (kept as a skip)."""
+        if isinstance(item, Skipped):
+            self._drop(item.opencti_id)
+            self._read_skips[item.opencti_id] = item
+            return None
+        result = map_indicator(item, self.policy, now)
+        self._drop(item.id)
+        self._set(item.id, result)
+        return result
+
+    def finish(self) -> DesiredState:
+        """End a rebuild; returns the full desired state."""
         self.loaded = True
         return self.full_state()
 
@@ -129,6 +147,10 @@ class DesiredIndex:
         return keys
 
     # -- reading -------------------------------------------------------------------------
+    def has_key(self, key: IndicatorKey) -> bool:
+        """Whether any indexed indicator maps to ``key`` (desired or skipped)."""
+        return key in self._by_key
+
     def full_state(self) -> DesiredState:
         """The merged desired state of everything indexed (what a full run plans against)."""
         return merge_results(self._results.values(), extra_skips=self._read_skips.values())

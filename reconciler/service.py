@@ -26,7 +26,8 @@ __all__ = ["run_service"]
 
 
 def run_service(settings: Settings) -> int:
-    """Build and run the controller until SIGTERM/SIGINT; returns the exit code (0)."""
+    """Build and run the controller until SIGTERM/SIGINT; returns the exit code (0). Raises the
+    error that made the controller stop itself (an unusable stream filter)."""
     stop = threading.Event()
     clock = StoppableClock(stop)
     metrics = Metrics()
@@ -60,6 +61,8 @@ def run_service(settings: Settings) -> int:
         )
         stop.wait()
         controller.shutdown()
+    if controller.fatal is not None:
+        raise controller.fatal  # the CLI prints it and exits 1
     logger.info("stopped")
     return 0
 

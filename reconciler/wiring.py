@@ -26,6 +26,7 @@ from reconciler.errors import ConfigError
 from reconciler.logs import configure_logging
 from reconciler.mapping import MappingPolicy
 from reconciler.model import Ownership
+from reconciler.opencti.filters import UnusableFilterError, validate_group
 from reconciler.opencti.source import OpenCTISource
 from reconciler.plan import PlanPolicy
 
@@ -112,11 +113,18 @@ def opencti_source(settings: Settings) -> OpenCTISource:
     _required(settings, "opencti.url", "opencti.token", "connector.live_stream_id")
     octi = settings.opencti
     assert octi.url is not None and octi.token is not None  # checked just above
+    override = octi.listing_filters
+    if override is not None:
+        try:  # the same validation as the stream's filters, reported as a config problem
+            validate_group(override, "opencti.listing_filters")
+        except UnusableFilterError as exc:
+            raise ConfigError(f"opencti.listing_filters (OPENCTI_LISTING_FILTERS): {exc}") from None
     return OpenCTISource(
         octi.url,
         octi.token.get_secret_value(),
         str(settings.connector.live_stream_id),
         ssl_verify=octi.ssl_verify,
+        listing_override=override,
     )
 
 

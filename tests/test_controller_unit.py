@@ -60,7 +60,10 @@ def test_failed_full_run_marks_not_ready_and_never_raises(servers: Any) -> None:
         assert controller.readiness()[0] is True
 
         class Broken:
-            def read_indicators(self, *_: Any, **__: Any) -> list[Any]:
+            def listing_filters(self) -> dict[str, Any]:
+                return {}
+
+            def iter_by_priority(self, *_: Any, **__: Any) -> list[Any]:
                 raise SourceError("OpenCTI listing failed on page 2")
 
         engine.source = Broken()

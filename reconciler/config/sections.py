@@ -28,6 +28,7 @@ from reconciler.config.values import (
     _BOOL_WORDS,
     _LOG_LEVELS,
     Flag,
+    JsonObject,
     LogFormat,
     LogLevel,
     Names,
@@ -116,6 +117,14 @@ class OpenCTISection(_Section):
         "Verify the OpenCTI TLS certificate (as pycti; also used for the stream request).",
         env="OPENCTI_SSL_VERIFY",
         accepted=f"a boolean ({_BOOL_WORDS})",
+    )
+    listing_filters: JsonObject | None = _setting(
+        None,
+        "A FilterGroup (OpenCTI's JSON filter format) that replaces the live stream's filters "
+        "for listing the desired indicators, when the stream's use a key the indicators "
+        "listing cannot apply exactly; validated the same way (the stream still triggers).",
+        env="OPENCTI_LISTING_FILTERS",
+        accepted="a JSON object (a FilterGroup)",
     )
 
 

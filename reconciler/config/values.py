@@ -10,6 +10,7 @@ secret (``_show`` is only ever given values that are not secrets).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -101,6 +102,18 @@ def _check_ignorable(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+def _parse_json_object(value: Any) -> Any:
+    """A JSON object given as text (env var, or a YAML string) or as a YAML mapping."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object (a FilterGroup: mode, filters, filterGroups)")
+    return value or None  # {} is "not set" (a Helm default), never "no filter at all"
+
+
 def _show(value: Any) -> str:
     """A value as quoted in an error: repr, cut short (never used for secrets)."""
     return excerpt(repr(value), 80)
@@ -108,6 +121,7 @@ def _show(value: Any) -> str:
 
 Flag = Annotated[bool, BeforeValidator(_parse_bool)]
 Names = Annotated[tuple[str, ...], BeforeValidator(_split_list)]
+JsonObject = Annotated[dict[str, Any], BeforeValidator(_parse_json_object)]
 Url = Annotated[str, AfterValidator(_check_url)]
 NonEmpty = Annotated[str, AfterValidator(_check_non_empty)]
 LogLevel = Annotated[Literal["debug", "info", "warn", "warning", "error"], BeforeValidator(_lower)]

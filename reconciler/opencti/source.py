@@ -11,54 +11,36 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
 from reconciler.errors import SourceError, excerpt
+from reconciler.opencti.filters import FilterGroup, listing_filter, scoped_filter
 
 if TYPE_CHECKING:  # pycti takes ~1.5 s to import: only the type checker needs it up front.
     from pycti import OpenCTIApiClient
 
-__all__ = ["INDICATOR_ATTRIBUTES", "LISTABLE_FILTER_KEYS", "OpenCTISource"]
+__all__ = ["INDICATOR_ATTRIBUTES", "OpenCTISource", "Page"]
 
 RawIndicator = dict[str, Any]
 T = TypeVar("T")
-FilterGroup = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: its rows and the listing's total (``None``: not answered)."""
+
+    rows: list[RawIndicator]
+    total: int | None
+
 
 #: Selection set of each listed indicator: what mapping needs, nothing heavy.
 INDICATOR_ATTRIBUTES = """id standard_id entity_type created_at updated_at revoked confidence name
 description pattern_type pattern valid_from valid_until x_opencti_score x_opencti_detection
 x_opencti_main_observable_type x_opencti_observable_values { type value hashes { algorithm hash } }
 objectLabel { id value }"""
-
-#: Stream-filter keys the ``indicators`` query accepts (Indicator attributes and refs); other
-#: keys (``objects``, ``priority``, relationship keys…) are dropped.
-LISTABLE_FILTER_KEYS = frozenset(
-    {
-        "entity_type",
-        "id",
-        "objectLabel",
-        "objectMarking",
-        "createdBy",
-        "creator_id",
-        "confidence",
-        "x_opencti_score",
-        "x_opencti_detection",
-        "x_opencti_main_observable_type",
-        "pattern_type",
-        "indicator_types",
-        "revoked",
-        "x_opencti_workflow_id",
-        "valid_from",
-        "valid_until",
-        "name",
-        "created_at",
-        "updated_at",
-    }
-)
-#: Pre-5.12 or stream-only names → the API key.
-_RENAMED_KEYS = {"creator": "creator_id", "labelledBy": "objectLabel", "markedBy": "objectMarking"}
 
 _STREAM_QUERY = """query StreamFilters($id: String!) {
   streamCollection(id: $id) { id name stream_live stream_public filters }
@@ -76,6 +58,7 @@ class OpenCTISource:
         *,
         page_size: int = 5000,
         ids_per_call: int = 500,
+        listing_override: FilterGroup | None = None,
         ssl_verify: bool = False,
         api: OpenCTIApiClient | None = None,
     ) -> None:
@@ -85,6 +68,7 @@ class OpenCTISource:
         self.stream_id = stream_id
         self.page_size = page_size
         self.ids_per_call = ids_per_call
+        self.listing_override = listing_override
         self.ssl_verify = ssl_verify
         self._token = token
         self._api = api
@@ -155,29 +139,36 @@ class OpenCTISource:
         return parsed or None
 
     def listing_filters(self) -> FilterGroup:
-        """The ``indicators`` filter: the stream's (listable keys only) AND entity_type."""
+        """The ``indicators`` filter: ``entity_type = Indicator`` AND the stream's filters as
+        OpenCTI stores them (only documented renames translated), or AND
+        ``opencti.listing_filters`` when set. Raises ``UnusableFilterError`` (fail closed)
+        naming a key, operator or mode the listing cannot apply exactly."""
+        if self.listing_override is not None:
+            origin = f"opencti.listing_filters (replacing live stream {self.stream_id!r})"
+            return listing_filter(self.listing_override, origin)
         stream = self.stream_filters()
-        group: FilterGroup = {
-            "mode": "and",
-            "filters": [
-                {"key": ["entity_type"], "values": ["Indicator"], "operator": "eq", "mode": "or"}
-            ],
-            "filterGroups": [],
-        }
-        if stream:
-            dropped: list[str] = []
-            cleaned = clean_filter_group(stream, dropped)
-            if dropped:
-                logger.warning(
-                    "Stream {} filter keys not usable for listing indicators, ignored: {}",
-                    self.stream_id,
-                    ", ".join(sorted(set(dropped))),
-                )
-            group["filterGroups"].append(cleaned)
-        return group
+        return listing_filter(stream, f"live stream {self.stream_id!r}")
 
-    def iter_pages(self, filters: FilterGroup | None = None) -> Iterator[list[RawIndicator]]:
+    def iter_pages(
+        self,
+        filters: FilterGroup | None = None,
+        *,
+        order_by: str = "created_at",
+        order_mode: str = "asc",
+    ) -> Iterator[list[RawIndicator]]:
         """Yield the listing page by page (raises SourceError on a failed page)."""
+        for page in self.iter_ordered(filters, order_by=order_by, order_mode=order_mode):
+            yield page.rows
+
+    def iter_ordered(
+        self,
+        filters: FilterGroup | None = None,
+        *,
+        order_by: str = "created_at",
+        order_mode: str = "asc",
+    ) -> Iterator[Page]:
+        """The listing page by page in the given order, with the listing's total
+        (``globalCount``); a consumer may stop early. Raises SourceError on a failed page."""
         if filters is None:
             filters = self.listing_filters()
         after: str | None = None
@@ -191,15 +182,16 @@ class OpenCTISource:
                     after=after,
                     withPagination=True,
                     customAttributes=INDICATOR_ATTRIBUTES,
-                    orderBy="created_at",
-                    orderMode="asc",
+                    orderBy=order_by,
+                    orderMode=order_mode,
                 )
             except (ValueError, KeyError, TypeError, OSError) as exc:
                 raise SourceError(
                     f"OpenCTI indicator listing failed on page {page_number}: {self._safe(exc)}"
                 ) from exc
             entities, pagination = _split_page(result, page_number)
-            yield entities
+            total = pagination.get("globalCount")
+            yield Page(entities, total if isinstance(total, int) else None)
             if not pagination.get("hasNextPage"):
                 return
             cursor = pagination.get("endCursor")
@@ -208,6 +200,25 @@ class OpenCTISource:
                     f"OpenCTI indicator listing page {page_number} has a next page but no cursor"
                 )
             after = cursor
+
+    def iter_by_priority(self, listing: FilterGroup) -> Iterator[Page]:
+        """The listing in priority order: score descending (OpenCTI sorts indicators without
+        a score last). A reader bounded by the quota stops early."""
+        return self.iter_ordered(listing, order_by="x_opencti_score", order_mode="desc")
+
+    def iter_score_tie(self, listing: FilterGroup, score: int | None) -> Iterator[Page]:
+        """The indicators of ``listing`` with exactly ``score`` (``None``: without a score),
+        newest first: how the tie at the quota's boundary is finished, bounded."""
+        if score is None:
+            tie = {"key": ["x_opencti_score"], "values": [], "operator": "nil", "mode": "or"}
+        else:
+            tie = {"key": ["x_opencti_score"], "values": [str(score)], "operator": "eq"}
+        tie_filter: FilterGroup = {
+            "mode": "and",
+            "filters": [{**tie, "mode": "or"}],
+            "filterGroups": [listing],
+        }
+        return self.iter_ordered(tie_filter, order_by="updated_at", order_mode="desc")
 
     def list_indicators(
         self, *, on_page: Callable[[int], None] | None = None
@@ -239,7 +250,13 @@ class OpenCTISource:
         )
         return indicators
 
-    def read_ids(self, ids: Iterable[str], parse: Callable[[RawIndicator], T]) -> list[T]:
+    def read_ids(
+        self,
+        ids: Iterable[str],
+        parse: Callable[[RawIndicator], T],
+        *,
+        listing: FilterGroup | None = None,
+    ) -> list[T]:
         """The indicators among ``ids`` that the stream's filters select now, parsed.
 
         One query per ``ids_per_call`` ids: ``ids`` (internal, standard or STIX ids) AND
@@ -250,16 +267,11 @@ class OpenCTISource:
         wanted = sorted(set(ids))
         if not wanted:
             return []
-        base = self.listing_filters()
+        base = listing if listing is not None else self.listing_filters()
         found: list[T] = []
         for start in range(0, len(wanted), self.ids_per_call):
             part = wanted[start : start + self.ids_per_call]
-            scoped: FilterGroup = {
-                "mode": "and",
-                "filters": [{"key": ["ids"], "values": part, "operator": "eq", "mode": "or"}],
-                "filterGroups": [base],
-            }
-            for page in self.iter_pages(scoped):
+            for page in self.iter_pages(scoped_filter(base, part)):
                 found.extend(parse(row) for row in page)
         return found
 
@@ -275,29 +287,3 @@ def _split_page(result: Any, page_number: int) -> tuple[list[RawIndicator], dict
     if not isinstance(entities, list):
         raise SourceError(f"OpenCTI indicator listing page {page_number} has no entities")
     return entities, result["pagination"]
-
-
-def clean_filter_group(group: FilterGroup, dropped: list[str]) -> FilterGroup:
-    """A copy of ``group`` keeping only keys the ``indicators`` API accepts.
-
-    Renamed keys (``creator`` → ``creator_id``…) are translated; other unknown keys are removed
-    and appended to ``dropped``. A group left empty matches everything.
-    """
-    filters: list[dict[str, Any]] = []
-    for flt in group.get("filters") or []:
-        keys = flt.get("key")
-        key_list = [keys] if isinstance(keys, str) else list(keys or [])
-        kept = []
-        for key in key_list:
-            key = _RENAMED_KEYS.get(key, key)
-            if key in LISTABLE_FILTER_KEYS:
-                kept.append(key)
-            else:
-                dropped.append(key)
-        if kept:
-            filters.append({**flt, "key": kept})
-    return {
-        "mode": group.get("mode") or "and",
-        "filters": filters,
-        "filterGroups": [clean_filter_group(g, dropped) for g in group.get("filterGroups") or []],
-    }

@@ -187,7 +187,9 @@ class Guard:
 @dataclass(frozen=True)
 class Quota:
     """Room in Defender's 15,000 active indicators: ``free`` = ``limit - non_owned``;
-    ``desired`` is the deployable count before the cut; ``used_after`` what apply leaves."""
+    ``desired`` is the deployable count before the cut; ``used_after`` what apply leaves;
+    ``not_read`` the indicators the stream's filters match that were never read because the
+    read stopped once the free room was filled (counted, not listed; 0 when all were read)."""
 
     limit: int
     non_owned: int
@@ -195,6 +197,7 @@ class Quota:
     desired: int
     planned_owned_after: int
     used_after: int
+    not_read: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -204,11 +207,13 @@ class Quota:
             "desired": self.desired,
             "planned_owned_after": self.planned_owned_after,
             "used_after": self.used_after,
+            "not_read": self.not_read,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Quota:
-        return cls(**{k: int(data[k]) for k in cls.__dataclass_fields__})
+        # ``not_read`` came later: a plan saved without it read everything.
+        return cls(**{k: int(data.get(k, 0)) for k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ def build_plan(
     policy: PlanPolicy = _DEFAULT_POLICY,
     complete: bool = True,
     scoped: bool = False,
+    not_read: int = 0,
 ) -> Plan:
     """Diff ``desired`` against the owned Defender indicators; pure and deterministic.
 
@@ -107,6 +108,9 @@ def build_plan(
     desired side is what a deleted indicator looks like); ``max_deletes`` still is. The
     caller passes the owned indicators outside the scope in ``non_owned_count`` so the quota
     stays right.
+
+    ``not_read``: matching OpenCTI indicators a bounded read left below the cut (reported in
+    ``Quota``).
 
     ``held_by_others`` maps ``foreign_identity`` of every non-owned indicator to a short
     description of it (its ``application`` and action); desired keys matching one are
@@ -151,6 +155,7 @@ def build_plan(
             desired=len(want),
             planned_owned_after=owned_after,
             used_after=non_owned_count + owned_after,
+            not_read=not_read,
         ),
         complete=complete,
         owned_count=len(owned),

@@ -50,7 +50,15 @@ def chart_defaults() -> dict[str, Any]:
 def every_key_changed(ca_file: Path) -> dict[str, Any]:
     """A value for every non-secret key, each different from its default."""
     return {
-        "opencti": {"url": "https://opencti.example.org:8443", "ssl_verify": True},
+        "opencti": {
+            "url": "https://opencti.example.org:8443",
+            "ssl_verify": True,
+            "listing_filters": {
+                "mode": "and",
+                "filters": [{"key": ["revoked"], "values": ["false"], "operator": "eq"}],
+                "filterGroups": [],
+            },
+        },
         "connector": {
             "id": "8a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d",
             "name": "Reconciler (prod)",

@@ -167,6 +167,12 @@ NEW_ENV = [
     ("RECONCILER_LOG_FORMAT", "reconciler.log_format", "JSON", "json"),
     ("RECONCILER_STATE_PATH", "reconciler.state_path", "/var/lib/rec/state.json", None),
     (
+        "OPENCTI_LISTING_FILTERS",
+        "opencti.listing_filters",
+        '{"mode": "and", "filters": [{"key": ["revoked"], "values": ["false"]}]}',
+        {"mode": "and", "filters": [{"key": ["revoked"], "values": ["false"]}]},
+    ),
+    (
         "MICROSOFT_DEFENDER_INTEL_CONNECT_TIMEOUT",
         "microsoft_defender_intel.connect_timeout",
         "5",
@@ -225,6 +231,7 @@ def test_env_var_names_follow_section_key_scheme() -> None:
 
 SEED_DEFAULTS = {
     "opencti.ssl_verify": False,
+    "opencti.listing_filters": None,
     "connector.name": "OpenCTI Defender Reconciler",
     "connector.live_stream_listen_delete": True,
     "connector.live_stream_no_dependencies": True,

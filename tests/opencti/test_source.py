@@ -6,10 +6,10 @@ import socket
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from reconciler.errors import SourceError
-from reconciler.opencti.source import INDICATOR_ATTRIBUTES, OpenCTISource, clean_filter_group
+from reconciler.opencti.filters import UnusableFilterError
+from reconciler.opencti.source import INDICATOR_ATTRIBUTES, OpenCTISource
 from reconciler.sandbox.dataset import label_id
 from reconciler.sandbox.opencti import OpenCTIEmulator
 
@@ -129,39 +129,30 @@ def test_stream_filters_are_read_from_the_stream(emulator: OpenCTIEmulator) -> N
     assert listing["filterGroups"] == [score_at_least(30)]
 
 
-def test_keys_the_api_rejects_are_dropped_and_named_in_a_warning(
-    emulator: OpenCTIEmulator,
-) -> None:
+def test_a_key_the_listing_cannot_apply_fails_closed(emulator: OpenCTIEmulator) -> None:
+    """Dropping the key would widen an ``and`` (deploy more) or narrow an ``or`` (delete):
+    the read stops, naming the key, the stream and the way out."""
     group = score_at_least(60)
     group["filters"].append({"key": ["objects"], "values": ["report-1"], "operator": "eq"})
     emulator.stream_filters = group
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(str(m)), level="WARNING")
-    try:
-        listed = source_for(emulator).list_indicators()
-    finally:
-        logger.remove(sink)
+    before = len(indicator_pages(emulator))
+    with pytest.raises(UnusableFilterError) as caught:
+        source_for(emulator).list_indicators()
+    message = str(caught.value)
+    assert "'objects'" in message and "live stream 'stream-1'" in message
+    assert "opencti.listing_filters" in message
+    assert len(indicator_pages(emulator)) == before  # nothing was listed
+
+
+def test_a_listing_filter_replaces_the_streams(emulator: OpenCTIEmulator) -> None:
+    emulator.stream_filters = {
+        "mode": "and",
+        "filters": [{"key": ["objects"], "values": ["report-1"], "operator": "eq"}],
+        "filterGroups": [],
+    }
+    listed = source_for(emulator, listing_override=score_at_least(60)).list_indicators()
     expected = {r["id"] for r in emulator.indicators() if (r["score"] or -1) >= 60}
     assert {n["id"] for n in listed} == expected
-    assert any("objects" in m for m in messages)
-
-
-def test_clean_filter_group_renames_and_drops() -> None:
-    dropped: list[str] = []
-    cleaned = clean_filter_group(
-        {
-            "mode": "or",
-            "filters": [
-                {"key": ["creator", "priority"], "values": ["u1"]},
-                {"key": "severity", "values": ["high"]},
-            ],
-            "filterGroups": [{"mode": "and", "filters": [{"key": "fromId", "values": ["x"]}]}],
-        },
-        dropped,
-    )
-    assert cleaned["filters"] == [{"key": ["creator_id"], "values": ["u1"]}]
-    assert cleaned["filterGroups"] == [{"mode": "and", "filters": [], "filterGroups": []}]
-    assert sorted(dropped) == ["fromId", "priority", "severity"]
 
 
 def test_page_error_mid_listing_raises_and_returns_nothing(

@@ -26,6 +26,7 @@ from reconciler.clock import FakeClock
 from reconciler.controller import Controller
 from reconciler.metrics import Metrics
 from reconciler.model import DefenderIndicator
+from reconciler.opencti.source import Page
 from reconciler.opencti.stream import STIX_EXT_OCTI, SSEParser, StreamEvent
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.defender import DefenderEmulator
@@ -275,10 +276,17 @@ class ServedRows:
         self.base = base
         self.extra: list[Any] = []
 
-    def read_indicators(self, parse: Any, *, on_page: Any = None) -> list[Any]:
-        return [parse(row) for row in [*self.base, *self.extra]]
+    def listing_filters(self) -> dict[str, Any]:
+        return {}
 
-    def read_ids(self, ids: Any, parse: Any) -> list[Any]:
+    def iter_by_priority(self, listing: Any) -> Iterator[Page]:
+        rows = [*self.base, *self.extra]
+        yield Page(rows, len(rows))
+
+    def iter_score_tie(self, listing: Any, score: Any) -> Iterator[Page]:
+        raise AssertionError("the quota is never reached here")
+
+    def read_ids(self, ids: Any, parse: Any, *, listing: Any = None) -> list[Any]:
         wanted = set(ids)
         rows = [*self.base, *self.extra]
         return [parse(r) for r in rows if isinstance(r, dict) and r.get("id") in wanted]
