@@ -8,6 +8,7 @@ the write permission is read from the access token's ``roles`` claim, before any
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -16,6 +17,7 @@ from reconciler.errors import ReconcilerError
 
 if TYPE_CHECKING:
     from reconciler.config import Settings
+    from reconciler.opencti.source import OpenCTISource
 
 __all__ = ["run_checks"]
 
@@ -67,7 +69,8 @@ def _check_opencti(settings: Settings, out: IO[str]) -> bool:
     def stream() -> str:
         filters = source.stream_filters()
         n = len(filters.get("filters", [])) + len(filters.get("filterGroups", [])) if filters else 0
-        return f"stream {settings.connector.live_stream_id} found ({n} filter clauses)"
+        source.listing_filters()  # the filters must be usable for the listing (fail closed)
+        return f"stream {settings.connector.live_stream_id} found ({n} filter clauses, usable)"
 
     ok, detail = _attempt(stream)
     _line(
@@ -76,9 +79,75 @@ def _check_opencti(settings: Settings, out: IO[str]) -> bool:
         f"OpenCTI at {settings.opencti.url}",
         detail,
         "check opencti.url, opencti.token and connector.live_stream_id "
-        "(Data sharing → Live streams in OpenCTI)",
+        "(Data sharing → Live streams in OpenCTI); an unusable filter key is named above",
     )
+    if not ok:
+        return False
+    return _check_stream_access(settings, out) & _check_position_store(settings, source, out)
+
+
+def _check_stream_access(settings: Settings, out: IO[str]) -> bool:
+    from reconciler.opencti.probes import STREAM_CAPABILITY, probe_stream
+
+    octi = settings.opencti
+    assert octi.url is not None and octi.token is not None  # opencti_source checked them
+
+    def opened() -> str:
+        probe_stream(
+            octi.url or "",
+            octi.token.get_secret_value() if octi.token else "",
+            str(settings.connector.live_stream_id),
+            ssl_verify=octi.ssl_verify,
+        )
+        return "the token may read it"
+
+    ok, detail = _attempt(opened)
+    hint = (
+        f"give the OpenCTI user the capability 'Access data sharing' ({STREAM_CAPABILITY}), "
+        "which a non-public live stream requires (or make the stream public)"
+    )
+    _line(out, ok, "OpenCTI live stream access", detail, hint)
     return ok
+
+
+def _check_position_store(settings: Settings, source: OpenCTISource, out: IO[str]) -> bool:
+    """Where the stream position is kept: ``state_path`` must be writable; OpenCTI's connector
+    state needs the capability to register a connector."""
+    from reconciler.opencti.probes import (
+        CONNECTOR_CAPABILITY,
+        can_store_position,
+        describe,
+        user_capabilities,
+    )
+
+    what = "Stream position storage"
+    path = settings.reconciler.state_path
+    if path is not None:
+        ok, detail = _attempt(lambda: _writable(path))
+        hint = "reconciler.state_path must be a file in a writable directory"
+        _line(out, ok, what, detail, hint)
+        return ok
+    caps = user_capabilities(source)
+    if caps is None:
+        _note(out, what, "the OpenCTI user's capabilities could not be read; not checked")
+        return True
+    if can_store_position(caps):
+        _line(out, True, what, "in OpenCTI's connector state (the user may register it)")
+        return True
+    hint = (
+        f"give the OpenCTI user the capability 'Connectors API usage' ({CONNECTOR_CAPABILITY}) "
+        "to keep the position in OpenCTI, or set reconciler.state_path (RECONCILER_STATE_PATH)"
+    )
+    _line(out, False, what, f"the user's capabilities are {describe(caps)}", hint)
+    return False
+
+
+def _writable(path: Path) -> str:
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".check-"):
+        pass
+    return f"{path} can be written"
 
 
 #: The application permission the import and BatchDelete pages require.

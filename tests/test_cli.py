@@ -66,7 +66,8 @@ def test_check_reports_each_step(tmp_path: Path) -> None:
         cfg = write_config(tmp_path / "c.yml", defender, opencti)
         code, out, _ = run("check", "--config", str(cfg))
         assert code == 0, out
-        assert out.count("[ ok ]") == 5
+        assert out.count("[ ok ]") == 6
+        assert "[ ok ] OpenCTI live stream access: the token may read it" in out
         assert "[ ok ] Defender write permission: the token carries Ti.ReadWrite.All" in out
         bad = write_config(
             tmp_path / "bad.yml",

@@ -10,6 +10,7 @@ errors are translated here (``from exc``) and no message carries the token.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +23,7 @@ from reconciler.opencti.filters import FilterGroup, listing_filter, scoped_filte
 if TYPE_CHECKING:  # pycti takes ~1.5 s to import: only the type checker needs it up front.
     from pycti import OpenCTIApiClient
 
-__all__ = ["INDICATOR_ATTRIBUTES", "OpenCTISource", "Page"]
+__all__ = ["INDICATOR_ATTRIBUTES", "OpenCTISource", "Page", "quiet_pycti"]
 
 RawIndicator = dict[str, Any]
 T = TypeVar("T")
@@ -41,6 +42,27 @@ INDICATOR_ATTRIBUTES = """id standard_id entity_type created_at updated_at revok
 description pattern_type pattern valid_from valid_until x_opencti_score x_opencti_detection
 x_opencti_main_observable_type x_opencti_observable_values { type value hashes { algorithm hash } }
 objectLabel { id value }"""
+
+#: GraphQL error names that mean the token was refused.
+_REFUSED = frozenset({"AUTH_REQUIRED", "FORBIDDEN_ACCESS", "ForbiddenAccess", "AuthRequired"})
+
+
+def _graphql_error(exc: ValueError) -> tuple[str, str]:
+    """(name, message) of the GraphQL error pycti raises as ``ValueError(dict)``."""
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict):
+        return str(detail.get("name") or ""), excerpt(str(detail.get("error_message") or ""))
+    return "", excerpt(str(detail))
+
+
+def quiet_pycti() -> None:
+    """pycti logs each failed query itself, with a traceback, before raising: the reconciler
+    reports those errors once, translated, so pycti's own loggers are silenced."""
+    for name in ("api", "admin"):
+        pycti_logger = logging.getLogger(name)
+        pycti_logger.setLevel(logging.CRITICAL + 1)
+        pycti_logger.propagate = False
+
 
 _STREAM_QUERY = """query StreamFilters($id: String!) {
   streamCollection(id: $id) { id name stream_live stream_public filters }
@@ -90,18 +112,38 @@ class OpenCTISource:
 
         try:
             # json_logging=False keeps pycti from installing a JSON root handler process-wide.
-            return OpenCTIApiClient(
+            api = OpenCTIApiClient(
                 self.url,
                 self._token,
                 log_level="error",
                 ssl_verify=self.ssl_verify,
                 json_logging=False,
-                perform_health_check=True,
+                perform_health_check=False,
             )
         except (ValueError, OSError) as exc:
+            raise SourceError(f"OpenCTI at {self.url} cannot be used: {self._safe(exc)}") from exc
+        quiet_pycti()
+        self._check_access(api)
+        return api
+
+    def _check_access(self, api: OpenCTIApiClient) -> None:
+        """Our own health check: a refused token is reported as refused, an unreachable
+        platform as unreachable (pycti's says "not reachable" for both)."""
+        try:
+            api.query("query HealthCheck { about { version } }")
+        except ValueError as exc:
+            name, message = _graphql_error(exc)
+            if name in _REFUSED:
+                raise SourceError(
+                    f"OpenCTI at {self.url} refused the token ({name}: {message}); check "
+                    "opencti.token (OPENCTI_TOKEN): the API token of an OpenCTI user"
+                ) from exc
             raise SourceError(
-                f"OpenCTI at {self.url} is not reachable or refused the token: {self._safe(exc)}"
+                f"OpenCTI at {self.url} answered an error ({name or 'no GraphQL answer'}): "
+                f"{self._safe(exc)}"
             ) from exc
+        except OSError as exc:
+            raise SourceError(f"OpenCTI at {self.url} is not reachable: {self._safe(exc)}") from exc
 
     def _safe(self, exc: BaseException) -> str:
         """An error text fit for logs: cut short, token masked."""

@@ -214,7 +214,11 @@ class OpenCTIConnectorStore:
                         ssl_verify=self._ssl_verify,
                         requests_timeout=self._timeout,
                         perform_health_check=False,  # registerConnector checks as much
+                        json_logging=False,
                     )
+                    from reconciler.opencti.source import quiet_pycti
+
+                    quiet_pycti()
             except Exception as exc:
                 raise self._error("cannot reach OpenCTI", exc) from exc
         return self._api
