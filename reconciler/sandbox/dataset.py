@@ -8,7 +8,7 @@ from which both the GraphQL node and the STIX object of the live stream are rend
     main_observable_type, observable_values ([{type, value}] or [{type, hashes: {alg: hash}}]),
     score (int | None), detection, confidence, labels (values), revoked, valid_from,
     valid_until (str | None), indicator_types, created, modified, created_at, updated_at,
-    created_by (author name | None), markings (TLP names)
+    created_by (author name | None), markings (TLP names), status_id (workflow status | None)
 
 Dates are ISO 8601 UTC strings with milliseconds and ``Z``. Everything derives from the seed and
 ``now`` (a fixed date by default, never the wall clock), so a dataset is reproducible.
@@ -17,6 +17,7 @@ Must not import anything from the rest of ``reconciler`` (an emulator must not s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import re
@@ -26,15 +27,25 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
+    "AUTHORS",
     "DEFAULT_NOW",
+    "IPV4_BASES",
     "LABELS",
     "STIX_TO_OPENCTI_TYPE",
+    "TLDS",
+    "TLPS",
+    "WORDS",
+    "WORKFLOW",
     "escape_pattern_value",
     "format_date",
     "generate_indicators",
     "label_id",
     "observables_from_pattern",
     "parse_date",
+    "status_id",
+    "status_template_id",
+    "stix_pattern",
+    "workflow_status",
 ]
 
 Record = dict[str, Any]
@@ -67,14 +78,25 @@ STIX_TO_OPENCTI_TYPE = {
     "email-addr": "Email-Addr",
 }
 
-_AUTHORS = ("CIRCL", "AlienVault", "Internal SOC", "abuse.ch")
-_TLPS = ("TLP:CLEAR", "TLP:GREEN", "TLP:AMBER", "TLP:RED")
-_TLDS = ("com", "net", "org", "info", "io", "ru", "xyz", "biz")
-_WORDS = ("login", "secure", "update", "cdn", "mail", "portal", "account", "files", "api")
+#: The Indicator workflow: status template names (in order) and colours. Status and template
+#: ids derive from the name (see :func:`status_id`, :func:`status_template_id`).
+WORKFLOW = (
+    ("NEW", "#ff9800"),
+    ("IN_PROGRESS", "#5c7bf5"),
+    ("ANALYZED", "#4caf50"),
+    ("APPROVED", "#2e7d32"),
+    ("CLOSED", "#607d8b"),
+)
+
+AUTHORS = ("CIRCL", "AlienVault", "Internal SOC", "abuse.ch")
+TLPS = ("TLP:CLEAR", "TLP:GREEN", "TLP:AMBER", "TLP:RED")
+TLDS = ("com", "net", "org", "info", "io", "ru", "xyz", "biz")
+WORDS = ("login", "secure", "update", "cdn", "mail", "portal", "account", "files", "api")
 _BOUNDARY_SCORES = (0, 1, 29, 30, 59, 60, 100)
 # Public /8s used for generated IPv4 values (no private, loopback, CGNAT, multicast or test nets).
-_IPV4_BASES = (45, 91, 185, 194, 212, 77, 89, 103)
+IPV4_BASES = (45, 91, 185, 194, 212, 77, 89, 103)
 _LABEL_NAMESPACE = uuid.UUID("6f1c3f43-2a8c-4f52-9d0a-3b1e4f7c9a10")
+_STATUS_NAMESPACE = uuid.UUID("1c0b9a5e-7d3f-4e2a-b8c6-2f4d6e8a0b13")
 
 # One comparison of a STIX pattern: <type>:<path> = '<value with \' and \\ escapes>'
 _COMPARISON = re.compile(
@@ -93,9 +115,27 @@ def parse_date(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=4096)
 def label_id(value: str) -> str:
     """Deterministic internal id of a label, so filters can name labels by id."""
     return str(uuid.uuid5(_LABEL_NAMESPACE, "label:" + value))
+
+
+def status_id(name: str) -> str:
+    """Deterministic internal id of the Indicator workflow status whose template is ``name``."""
+    return str(uuid.uuid5(_STATUS_NAMESPACE, "status:Indicator:" + name))
+
+
+def status_template_id(name: str) -> str:
+    """Deterministic internal id of the status template ``name``."""
+    return str(uuid.uuid5(_STATUS_NAMESPACE, "template:" + name))
+
+
+def workflow_status(indicator_id: str) -> str | None:
+    """The status of a generated indicator, derived from its id (no draw from the RNG, so adding
+    it changed no other value): about half have none, the rest spread over the workflow."""
+    roll = hashlib.sha1(indicator_id.encode()).digest()[0] % 10
+    return None if roll < 5 else status_id(WORKFLOW[roll - 5][0])
 
 
 def escape_pattern_value(value: str) -> str:
@@ -129,7 +169,7 @@ def observables_from_pattern(pattern: str) -> list[dict[str, Any]]:
     return values
 
 
-def _pattern(stix_type: str, values: list[str]) -> str:
+def stix_pattern(stix_type: str, values: list[str]) -> str:
     parts = [f"{stix_type}:value = '{escape_pattern_value(v)}'" for v in values]
     return "[" + " OR ".join(parts) + "]"
 
@@ -154,8 +194,8 @@ class _Generator:
 
     def ipv4(self) -> str:
         n = self.next_n()
-        base = _IPV4_BASES[n % len(_IPV4_BASES)]
-        host = (n // len(_IPV4_BASES)) * 7 + 1  # spread over the /8, never .0
+        base = IPV4_BASES[n % len(IPV4_BASES)]
+        host = (n // len(IPV4_BASES)) * 7 + 1  # spread over the /8, never .0
         return f"{base}.{(host >> 16) & 255}.{(host >> 8) & 255}.{(host & 255) or 1}"
 
     def ipv6(self) -> str:
@@ -164,8 +204,8 @@ class _Generator:
 
     def domain(self) -> str:
         n = self.next_n()
-        word = _WORDS[n % len(_WORDS)]
-        return f"{word}-{n}.{_TLDS[n % len(_TLDS)]}"
+        word = WORDS[n % len(WORDS)]
+        return f"{word}-{n}.{TLDS[n % len(TLDS)]}"
 
     def idn_domain(self) -> str:
         n = self.next_n()
@@ -173,11 +213,11 @@ class _Generator:
 
     def hostname(self) -> str:
         n = self.next_n()
-        return f"host{n}.{_WORDS[n % len(_WORDS)]}-infra.{_TLDS[n % len(_TLDS)]}"
+        return f"host{n}.{WORDS[n % len(WORDS)]}-infra.{TLDS[n % len(TLDS)]}"
 
     def url(self) -> str:
         n = self.next_n()
-        domain = f"{_WORDS[n % len(_WORDS)]}-{n}.{_TLDS[n % len(_TLDS)]}"
+        domain = f"{WORDS[n % len(WORDS)]}-{n}.{TLDS[n % len(TLDS)]}"
         shapes = (
             f"http://{domain}/gate.php?id={n}&k=v",
             f"https://{domain}/path/{n}/it's?q=a%20b&x=1#frag",
@@ -193,7 +233,7 @@ class _Generator:
         return hashlib.new(algorithm, f"{self.seed}:{n}".encode()).hexdigest()
 
     def email(self) -> str:
-        return f"phisher{self.next_n()}@{_WORDS[self.counter % len(_WORDS)]}-mail.com"
+        return f"phisher{self.next_n()}@{WORDS[self.counter % len(WORDS)]}-mail.com"
 
     # --- shapes -------------------------------------------------------------------------------
 
@@ -202,32 +242,32 @@ class _Generator:
         roll = self.rng.random()
         if roll < 0.33:
             ip = self.ipv4()
-            return ip, "stix", _pattern("ipv4-addr", [ip]), "IPv4-Addr"
+            return ip, "stix", stix_pattern("ipv4-addr", [ip]), "IPv4-Addr"
         if roll < 0.38:
             ip6 = self.ipv6()
-            return ip6, "stix", _pattern("ipv6-addr", [ip6]), "IPv6-Addr"
+            return ip6, "stix", stix_pattern("ipv6-addr", [ip6]), "IPv6-Addr"
         if roll < 0.56:
             d = self.idn_domain() if self.rng.random() < 0.02 else self.domain()
-            return d, "stix", _pattern("domain-name", [d]), "Domain-Name"
+            return d, "stix", stix_pattern("domain-name", [d]), "Domain-Name"
         if roll < 0.61:
             h = self.hostname()
-            return h, "stix", _pattern("hostname", [h]), "Hostname"
+            return h, "stix", stix_pattern("hostname", [h]), "Hostname"
         if roll < 0.75:
             u = self.url()
-            return u, "stix", _pattern("url", [u]), "Url"
+            return u, "stix", stix_pattern("url", [u]), "Url"
         if roll < 0.93:
             return self.file_shape()
         if roll < 0.955:
             return self.multi_value_shape()
         if roll < 0.965:
             e = self.email()
-            return e, "stix", _pattern("email-addr", [e]), "Email-Addr"
+            return e, "stix", stix_pattern("email-addr", [e]), "Email-Addr"
         if roll < 0.975:
             return self.rule_shape()
         if roll < 0.99:
             return self.malformed_shape()
         ip = self.ipv4()
-        return ip, "stix", _pattern("ipv4-addr", [ip]), "IPv4-Addr"
+        return ip, "stix", stix_pattern("ipv4-addr", [ip]), "IPv4-Addr"
 
     def file_shape(self) -> tuple[str, str, str, str]:
         name = f"sample{self.counter}.exe"
@@ -246,9 +286,9 @@ class _Generator:
     def multi_value_shape(self) -> tuple[str, str, str, str]:
         if self.rng.random() < 0.5:
             ips = [self.ipv4() for _ in range(self.rng.randrange(2, 4))]
-            return ips[0], "stix", _pattern("ipv4-addr", ips), "IPv4-Addr"
+            return ips[0], "stix", stix_pattern("ipv4-addr", ips), "IPv4-Addr"
         domains = [self.domain() for _ in range(2)]
-        return domains[0], "stix", _pattern("domain-name", domains), "Domain-Name"
+        return domains[0], "stix", stix_pattern("domain-name", domains), "Domain-Name"
 
     def rule_shape(self) -> tuple[str, str, str, str]:
         n = self.next_n()
@@ -300,7 +340,7 @@ class _Generator:
         else:
             valid_until = self.now + timedelta(days=self.rng.randrange(1, 365))
         labels = sorted(self.rng.sample(LABELS, self.rng.choice((0, 1, 1, 2, 3))))
-        markings = [self.rng.choice(_TLPS)] if self.rng.random() < 0.7 else []
+        markings = [self.rng.choice(TLPS)] if self.rng.random() < 0.7 else []
         observable_values = observables_from_pattern(pattern) if pattern_type == "stix" else []
         return {
             "id": self.uuid(),
@@ -328,7 +368,7 @@ class _Generator:
             "modified": format_date(updated_at),
             "created_at": format_date(created_at),
             "updated_at": format_date(updated_at),
-            "created_by": self.rng.choice((*_AUTHORS, None)),
+            "created_by": self.rng.choice((*AUTHORS, None)),
             "markings": markings,
         }
 
@@ -353,8 +393,10 @@ def generate_indicators(
     multi-value ``OR`` patterns, 1 % e-mail addresses (unsupported by Defender), 1 % yara/sigma,
     1.5 % malformed, ~1 % duplicates of an earlier value with another score. Scores include
     0, 1, 29, 30, 59, 60, 100 and some missing; some ``valid_until`` are past or missing, ~2 %
-    revoked; ~70 % were updated in the 20 days before ``now``, the rest long ago. Values are
-    unique apart from the deliberate duplicates (counters, not chance).
+    revoked; ~70 % were updated in the 20 days before ``now``, the rest long ago; about half
+    have a workflow status. Values are unique apart from the deliberate duplicates (counters,
+    not chance). A million records is better served lazily: see the fake OpenCTI's
+    ``OpenCTIEmulator.load_generated``.
     """
     gen = _Generator(seed, now or DEFAULT_NOW)
     records: list[Record] = []
@@ -366,4 +408,6 @@ def generate_indicators(
                 records.append(_duplicate(gen, original))
                 continue
         records.append(make())
+    for record in records:
+        record["status_id"] = workflow_status(record["id"])
     return records

@@ -90,13 +90,16 @@ def test_ids_not_eq_excludes_every_id_form(
 ) -> None:
     labelled = [r for r in records if "c2" in r["labels"]]
     values = [labelled[0]["id"], labelled[1]["standard_id"], EXTRA_STIX_ID]
-    # As in OpenCTI, excluding several values takes mode "and" (with "or", any one suffices).
-    excluded = ids_and_label(values, "not_eq", mode="and")
+    # As in OpenCTI: an ids filter is a terms query; not_eq excludes every listed id.
+    excluded = ids_and_label(values, "not_eq", mode="or")
     assert listed_ids(emu, excluded) == {r["id"] for r in labelled[3:]}
 
 
-def test_ids_takes_eq_and_not_eq_only(emu: OpenCTIEmulator) -> None:
-    body = listing(emu, ids_and_label([EXTRA_STIX_ID], "gt"))
+@pytest.mark.parametrize(("operator", "mode"), [("gt", "or"), ("eq", "and"), ("not_eq", "and")])
+def test_ids_takes_equality_in_mode_or_only(
+    emu: OpenCTIEmulator, operator: str, mode: str
+) -> None:
+    body = listing(emu, ids_and_label([EXTRA_STIX_ID], operator, mode))
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "UNSUPPORTED_ERROR"
 

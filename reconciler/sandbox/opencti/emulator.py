@@ -99,13 +99,34 @@ class OpenCTIEmulator:
         with self._cond:
             self._store.load(records)
 
-    def indicators(self) -> list[Record]:
-        """Current records (copies)."""
+    def load_generated(self, n: int, *, seed: int = 0, now: datetime | None = None) -> None:
+        """Serve ``n`` generated indicators made on demand from their index (no stream events):
+        a million cost a few megabytes. Reproducible from ``seed`` and ``now`` (default: the
+        dataset's fixed date); replaces an earlier population, keeps loaded and created
+        records. Created, changed and deleted indicators work on top as usual."""
         with self._cond:
-            return [dict(r) for r in self._store.records.values()]
+            self._store.load_generated(n, seed, now)
+
+    def indicators(self) -> list[Record]:
+        """Current records (copies; a generated population is made whole: slow when large)."""
+        with self._cond:
+            return [dict(r) for r in self._store]
+
+    def indicator(self, indicator_id: str) -> Record | None:
+        """One current record by internal id (a copy), or None."""
+        with self._cond:
+            record = self._store.get(indicator_id)
+            return None if record is None else dict(record)
+
+    def count(self) -> int:
+        """How many indicators the platform holds now."""
+        with self._cond:
+            return self._store.count()
 
     def create_indicator(self, **fields: Any) -> Record:
-        """Create an indicator (``pattern`` required) and emit a ``create`` event."""
+        """Create an indicator (``pattern`` required) and emit a ``create`` event. Fields are
+        record keys or their OpenCTI names (``x_opencti_score``…); the workflow status is
+        ``status_id`` or ``x_opencti_workflow_id`` (a status id or template name)."""
         fields = normalise(fields)
         if "pattern" not in fields:
             raise ValueError("create_indicator needs a pattern")

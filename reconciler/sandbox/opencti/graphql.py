@@ -10,15 +10,13 @@ are HTTP 200 ``{"data": null, "errors": [...]}``.
 
 from __future__ import annotations
 
-import base64
-import bisect
 import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from reconciler.sandbox.opencti.core import CREATOR_ID, PLATFORM_VERSION, GraphQLError
-from reconciler.sandbox.opencti.store import Listing
+from reconciler.sandbox.opencti.listing import ORDERINGS, Listing, Sort, page
 
 if TYPE_CHECKING:
     from reconciler.sandbox.opencti.emulator import OpenCTIEmulator
@@ -27,21 +25,6 @@ Variables = dict[str, Any]
 
 # First root field of a GraphQL document (pycti sends no operationName).
 _ROOT_FIELD = re.compile(r"^\s*(?:(?:query|mutation)\b[^{]*)?\{\s*([A-Za-z_]\w*)")
-# IndicatorsOrdering values we sort on → record key.
-_ORDERINGS = {
-    "created_at": "created_at",
-    "updated_at": "updated_at",
-    "created": "created",
-    "modified": "modified",
-    "valid_from": "valid_from",
-    "valid_until": "valid_until",
-    "x_opencti_score": "score",
-    "confidence": "confidence",
-    "name": "name",
-    "pattern_type": "pattern_type",
-    "id": "id",
-    "_score": "created_at",
-}
 
 
 class PageFailures:
@@ -90,14 +73,17 @@ def execute(emu: OpenCTIEmulator, body: dict[str, Any], authorized: bool) -> str
             )
         data = resolver(emu, variables, query)
     except GraphQLError as exc:
-        return error_json(exc.message, exc.code)
+        return error_json(exc.message, exc.code, exc.data)
     return json.dumps({"data": {root: data}}, ensure_ascii=False)
 
 
-def error_json(message: str, code: str) -> str:
-    return json.dumps(
-        {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
-    )
+def error_json(message: str, code: str, data: dict[str, Any] | None = None) -> str:
+    """The platform's error shape: ``extensions {code, data}`` and ``name`` (the code)."""
+    extensions: dict[str, Any] = {"code": code}
+    if data:
+        extensions["data"] = data
+    error = {"message": message, "extensions": extensions, "name": code}
+    return json.dumps({"data": None, "errors": [error]})
 
 
 # --------------------------------------------------------------------------- root fields
@@ -191,7 +177,7 @@ _RESOLVERS: dict[str, Callable[[OpenCTIEmulator, Variables, str], Any]] = {
 
 
 def _indicators(emu: OpenCTIEmulator, variables: Variables, fields: frozenset[str] | None) -> str:
-    """One page of the listing, rendered from cached node JSON without re-encoding it."""
+    """One page of the listing, rendered from node JSON without re-encoding it."""
     with emu._cond:
         failure = emu._page_failures.next_request()
         if failure is not None:
@@ -205,19 +191,19 @@ def _indicators(emu: OpenCTIEmulator, variables: Variables, fields: frozenset[st
             variables.get("orderBy") or "created_at",
             (variables.get("orderMode") or "asc").lower(),
         )
-        start = _cursor_start(listing, variables.get("after"), variables.get("orderMode"))
-        page = listing.ids[start : start + first]
+        after = variables.get("after")
+        chosen = page(listing, listing.sort.decode(str(after)) if after else None, first)
         edges = []
-        for position, indicator_id in enumerate(page, start):
-            cursor = _encode_cursor(listing.sort_keys[position])
-            node = emu._store.node_json(emu._store.records[indicator_id], fields)
-            edges.append(f'{{"cursor": "{cursor}", "node": {node}}}')
+        for key, ref in chosen.rows:
+            node = emu._store.node_json(emu._store.row(ref), fields)
+            edges.append(f'{{"cursor": "{key.cursor()}", "node": {node}}}')
+        rows = chosen.rows
         info = {
-            "startCursor": _encode_cursor(listing.sort_keys[start]) if page else "",
-            "endCursor": _encode_cursor(listing.sort_keys[start + len(page) - 1]) if page else "",
-            "hasNextPage": start + len(page) < len(listing.ids),
-            "hasPreviousPage": start > 0,
-            "globalCount": len(listing.ids),
+            "startCursor": rows[0][0].cursor() if rows else "",
+            "endCursor": rows[-1][0].cursor() if rows else "",
+            "hasNextPage": chosen.has_next,
+            "hasPreviousPage": chosen.has_previous,
+            "globalCount": listing.total,
         }
     return (
         '{"data": {"indicators": {"edges": ['
@@ -231,7 +217,7 @@ def _indicators(emu: OpenCTIEmulator, variables: Variables, fields: frozenset[st
 def _listing(
     emu: OpenCTIEmulator, filters: Any, search: Any, order_by: str, order_mode: str
 ) -> Listing:
-    if order_by not in _ORDERINGS:
+    if order_by not in ORDERINGS:
         raise GraphQLError(
             f'Value "{order_by}" does not exist in "IndicatorsOrdering" enum.',
             "GRAPHQL_VALIDATION_FAILED",
@@ -241,28 +227,7 @@ def _listing(
     if isinstance(filters, str):  # tolerated: a JSON string
         filters = json.loads(filters) if filters else None
     needle = str(search).lower() if search else ""
-    return emu._store.listing(filters, needle, _ORDERINGS[order_by], order_mode == "desc")
-
-
-def _cursor_start(listing: Listing, after: Any, order_mode: Any) -> int:
-    if not after:
-        return 0
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(str(after).encode()).decode())
-        key = (tuple(raw[0]), raw[1])
-    except (ValueError, TypeError, IndexError) as exc:
-        raise GraphQLError("Invalid cursor", "UNSUPPORTED_ERROR") from exc
-    position = listing.index.get(key[1])
-    if position is not None:
-        return position + 1
-    # The cursor's row is gone (deleted or changed): continue after its sort position.
-    if (order_mode or "asc").lower() == "desc":
-        return next((n for n, k in enumerate(listing.sort_keys) if k < key), len(listing.ids))
-    return bisect.bisect_right(listing.sort_keys, key)
-
-
-def _encode_cursor(key: tuple[Any, ...]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([list(key[0]), key[1]]).encode()).decode()
+    return emu._store.listing(filters, needle, Sort.of(order_by, order_mode))
 
 
 # --------------------------------------------------------------------------- selections

@@ -1,13 +1,16 @@
 """Renderings of a record: the GraphQL ``Indicator`` node and the STIX 2.1 indicator.
 
 Owns both shapes the fake answers with: the GraphQL node (full, like pycti's default selection;
-a query's selection is projected from it by the store) and the STIX object of stream events and
-``toStix`` (null and empty fields omitted, OpenCTI's extension included).
+a query's selection is projected from it by the store; ``status`` is the workflow status with
+its template, or null) and the STIX object of stream events and ``toStix`` (null and empty
+fields omitted, OpenCTI's extension included, the status as its ``workflow_id``).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.sandbox.dataset import label_id
@@ -15,6 +18,7 @@ from reconciler.sandbox.opencti.core import (
     CREATOR_ID,
     NAMESPACE,
     PARENT_TYPES,
+    STATUSES,
     STIX_EXT_OCTI,
     TLP,
     Record,
@@ -24,6 +28,7 @@ from reconciler.sandbox.opencti.core import (
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _label_color(value: str) -> str:
     return "#" + uuid.uuid5(NAMESPACE, "color:" + value).hex[:6]
 
@@ -33,89 +38,112 @@ def compact(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if v is not None and v != "" and v != [] and v != {}}
 
 
-def graphql_node(record: Record) -> dict[str, Any]:
-    """The record as the GraphQL ``Indicator`` node (full, like pycti's default selection)."""
-    author = record.get("created_by")
-    observable_values = []
-    observables = []
+def _observable_values(record: Record) -> list[dict[str, Any]] | None:
+    out = []
     for ov in record.get("observable_values") or []:
         hashes = ov.get("hashes")
-        observable_values.append(
-            {
-                "type": ov["type"],
-                "value": ov.get("value"),
-                "hashes": (
-                    [{"algorithm": a, "hash": h} for a, h in hashes.items()] if hashes else None
-                ),
-            }
-        )
-        shown = ov.get("value") or next(iter((hashes or {}).values()), "")
-        observables.append(
-            {
-                "node": {
-                    "id": uuid5("observable", f"{ov['type']}:{shown}"),
-                    "entity_type": ov["type"],
-                    "observable_value": shown,
-                }
-            }
-        )
+        pairs = [{"algorithm": a, "hash": h} for a, h in hashes.items()] if hashes else None
+        out.append({"type": ov["type"], "value": ov.get("value"), "hashes": pairs})
+    return out or None
+
+
+def _observables(record: Record) -> dict[str, Any]:
+    edges = []
+    for ov in record.get("observable_values") or []:
+        shown = ov.get("value") or next(iter((ov.get("hashes") or {}).values()), "")
+        node = {
+            "id": uuid5("observable", f"{ov['type']}:{shown}"),
+            "entity_type": ov["type"],
+            "observable_value": shown,
+        }
+        edges.append({"node": node})
+    return {"edges": edges}
+
+
+def _author(record: Record) -> dict[str, Any] | None:
+    author = record.get("created_by")
+    if not author:
+        return None
     return {
-        "id": record["id"],
-        "standard_id": record["standard_id"],
-        "entity_type": "Indicator",
-        "parent_types": list(PARENT_TYPES[1:]),
-        "spec_version": "2.1",
-        "created_at": record["created_at"],
-        "updated_at": record["updated_at"],
-        "createdBy": (
-            {
-                "id": author_id(author),
-                "standard_id": "identity--" + author_id(author),
-                "entity_type": "Organization",
-                "name": author,
-                "identity_class": "organization",
-            }
-            if author
-            else None
-        ),
-        "creators": [{"id": CREATOR_ID, "name": "admin"}],
-        "objectMarking": [
-            {
-                "id": marking_id(name),
-                "standard_id": TLP[name][0],
-                "entity_type": "Marking-Definition",
-                "definition_type": "TLP",
-                "definition": name,
-                "x_opencti_color": TLP[name][1],
-                "x_opencti_order": TLP[name][2],
-            }
-            for name in record.get("markings") or []
-        ],
-        "objectLabel": [
-            {"id": label_id(v), "value": v, "color": _label_color(v)}
-            for v in record.get("labels") or []
-        ],
-        "externalReferences": {"edges": []},
-        "killChainPhases": [],
-        "revoked": bool(record.get("revoked")),
-        "confidence": record.get("confidence"),
-        "created": record.get("created"),
-        "modified": record.get("modified"),
-        "pattern_type": record.get("pattern_type"),
-        "pattern_version": record.get("pattern_version"),
-        "pattern": record.get("pattern"),
-        "name": record.get("name"),
-        "description": record.get("description") or None,
-        "indicator_types": list(record.get("indicator_types") or []) or None,
-        "valid_from": record.get("valid_from"),
-        "valid_until": record.get("valid_until"),
-        "x_opencti_score": record.get("score"),
-        "x_opencti_detection": bool(record.get("detection")),
-        "x_opencti_main_observable_type": record.get("main_observable_type"),
-        "x_opencti_observable_values": observable_values or None,
-        "x_mitre_platforms": None,
-        "observables": {"edges": observables},
+        "id": author_id(author),
+        "standard_id": "identity--" + author_id(author),
+        "entity_type": "Organization",
+        "name": author,
+        "identity_class": "organization",
     }
+
+
+def _markings(record: Record) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": marking_id(name),
+            "standard_id": TLP[name][0],
+            "entity_type": "Marking-Definition",
+            "definition_type": "TLP",
+            "definition": name,
+            "x_opencti_color": TLP[name][1],
+            "x_opencti_order": TLP[name][2],
+        }
+        for name in record.get("markings") or []
+    ]
+
+
+def _field(name: str) -> Callable[[Record], Any]:
+    return lambda record: record.get(name)
+
+
+# GraphQL node fields in pycti's order, each made from the record.
+_NODE: dict[str, Callable[[Record], Any]] = {
+    "id": _field("id"),
+    "standard_id": _field("standard_id"),
+    "entity_type": lambda record: "Indicator",
+    "parent_types": lambda record: list(PARENT_TYPES[1:]),
+    "spec_version": lambda record: "2.1",
+    "created_at": _field("created_at"),
+    "updated_at": _field("updated_at"),
+    "createdBy": _author,
+    "creators": lambda record: [{"id": CREATOR_ID, "name": "admin"}],
+    "objectMarking": _markings,
+    "objectLabel": lambda record: [
+        {"id": label_id(v), "value": v, "color": _label_color(v)}
+        for v in record.get("labels") or []
+    ],
+    "externalReferences": lambda record: {"edges": []},
+    "killChainPhases": lambda record: [],
+    "revoked": lambda record: bool(record.get("revoked")),
+    "confidence": _field("confidence"),
+    "created": _field("created"),
+    "modified": _field("modified"),
+    "pattern_type": _field("pattern_type"),
+    "pattern_version": _field("pattern_version"),
+    "pattern": _field("pattern"),
+    "name": _field("name"),
+    "description": lambda record: record.get("description") or None,
+    "indicator_types": lambda record: list(record.get("indicator_types") or []) or None,
+    "valid_from": _field("valid_from"),
+    "valid_until": _field("valid_until"),
+    "x_opencti_score": _field("score"),
+    "x_opencti_detection": lambda record: bool(record.get("detection")),
+    "x_opencti_main_observable_type": _field("main_observable_type"),
+    "x_opencti_observable_values": _observable_values,
+    "x_mitre_platforms": lambda record: None,
+    "observables": _observables,
+    "status": lambda record: _status(record),
+    "workflowEnabled": lambda record: True,
+}
+
+
+def graphql_node(record: Record, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """The record as the GraphQL ``Indicator`` node: full (pycti's default selection), or only
+    the top-level ``fields`` a query selected (unknown ones are left out)."""
+    if fields is None:
+        return {name: make(record) for name, make in _NODE.items()}
+    return {name: make(record) for name, make in _NODE.items() if name in fields}
+
+
+def _status(record: Record) -> dict[str, Any] | None:
+    status = STATUSES.get(record.get("status_id") or "")
+    return status.graphql() if status else None
 
 
 def stix_object(record: Record) -> dict[str, Any]:
@@ -138,6 +166,7 @@ def stix_object(record: Record) -> dict[str, Any]:
             "main_observable_type": record.get("main_observable_type"),
             "observable_values": [dict(ov) for ov in record.get("observable_values") or []],
             "stix_ids": list(record.get("stix_ids") or []),
+            "workflow_id": record.get("status_id"),
         }
     )
     return compact(

@@ -1,10 +1,13 @@
-"""The record store of the fake OpenCTI: records by internal id, rendered JSON, listings.
+"""The record store of the fake OpenCTI: explicit records over an optional generated population.
 
 Owns the record keys (see ``reconciler.sandbox.dataset``; ``stix_ids``, the entity's other STIX
-ids, is optional), new and changed records made through the emulator, and caches that keep
-large listings cheap: each record's rendered node (per selection) and STIX JSON, and each
-filtered, sorted listing; a change to a record drops what it touched. The store does not lock:
-callers hold the emulator's condition.
+ids, and ``status_id``, its workflow status, are optional), new and changed records made through
+the emulator, a generated population underneath (``population``: indices overridden by a change
+or a deletion are hidden, their new version lives with the explicit records), and the caches
+that keep large listings cheap: each explicit record's rendered node (per selection) and STIX
+JSON (generated ones render on demand), each explicit listing (dropped on any change) and each
+population mask (kept: the population never changes; hidden indices are applied per request).
+The store does not lock: callers hold the emulator's condition.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from reconciler.sandbox.dataset import observables_from_pattern
-from reconciler.sandbox.opencti.core import FilterGroup, Record
-from reconciler.sandbox.opencti.filters import compile_group
+from reconciler.sandbox.opencti.core import STATUS_BY_NAME, STATUSES, FilterGroup, Record
+from reconciler.sandbox.opencti.filters import compile_filters, predicate
+from reconciler.sandbox.opencti.listing import Listing, PopulationOrder, Sort, SortKey
+from reconciler.sandbox.opencti.population import Population, mask_and, mask_not
 from reconciler.sandbox.opencti.render import graphql_node, stix_object
 
 # Aliases accepted by create/update_indicator for record keys.
@@ -27,6 +34,7 @@ FIELD_ALIASES = {
     "x_opencti_detection": "detection",
     "x_opencti_main_observable_type": "main_observable_type",
     "x_opencti_stix_ids": "stix_ids",
+    "x_opencti_workflow_id": "status_id",
 }
 RECORD_KEYS = frozenset(
     [
@@ -54,16 +62,25 @@ RECORD_KEYS = frozenset(
         "updated_at",
         "created_by",
         "markings",
+        "status_id",
     ]
 )
+_MASK_CACHE_SIZE = 8
 
 
 def normalise(fields: dict[str, Any]) -> dict[str, Any]:
-    """Record keys of ``create/update_indicator`` arguments; ValueError on an unknown one."""
+    """Record keys of ``create/update_indicator`` arguments; ValueError on an unknown one. A
+    status is given by status id or template name (``APPROVED``), or None for no status."""
     out = {FIELD_ALIASES.get(k, k): v for k, v in fields.items()}
     unknown = set(out) - RECORD_KEYS
     if unknown:
         raise ValueError(f"unknown indicator fields: {sorted(unknown)}")
+    status = out.get("status_id")
+    if status is not None:
+        status = STATUS_BY_NAME.get(str(status), status)
+        if status not in STATUSES:
+            raise ValueError(f"unknown workflow status {out['status_id']!r}")
+        out["status_id"] = status
     return out
 
 
@@ -94,6 +111,7 @@ def new_record(fields: dict[str, Any], now: str, rng: random.Random) -> Record:
         "updated_at": now,
         "created_by": None,
         "markings": [],
+        "status_id": None,
     }
     record.update(fields)
     return record
@@ -112,37 +130,80 @@ def changed_record(before: Record, fields: dict[str, Any], now: str) -> Record:
 
 
 @dataclass
-class Listing:
-    """Matching ids in sort order, each id's position, and the sort keys (cursors)."""
+class _Masks:
+    """A population mask in one listing order: as computed, and with hidden indices applied."""
 
-    ids: list[str]
-    index: dict[str, int]
-    sort_keys: list[tuple[Any, ...]]
-
-
-def _sort_value(value: Any) -> tuple[int, Any]:
-    # Nulls first, then by value; the tuple keeps mixed None/int comparable.
-    return (0, "") if value is None else (1, value)
+    order: PopulationOrder
+    base: bytes
+    version: int = -1
+    visible: bytes = b""
 
 
 class RecordStore:
-    """Records by internal id with rendering and listing caches."""
+    """Explicit records by internal id over an optional population, with caches."""
 
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
+        self.population: Population | None = None
+        self._hidden = bytearray()  # 1 where a generated index was changed or deleted
+        self._version = 0
         # Rendered node JSON by selected top-level fields (None = all), then by indicator id.
         self._node_cache: dict[frozenset[str] | None, dict[str, str]] = {}
         self._stix_cache: dict[str, str] = {}
-        self._listing_cache: dict[tuple[str, str, str, bool], Listing] = {}
+        self._listing_cache: dict[tuple[str, str, Sort], tuple[list[SortKey], list[str]]] = {}
+        self._orders: dict[Sort, PopulationOrder] = {}
+        self._masks: OrderedDict[tuple[str, str, Sort], _Masks] = OrderedDict()
+
+    # --- records ------------------------------------------------------------------------------
 
     def load(self, records: Iterable[Record]) -> None:
         for record in records:
             self.put(dict(record))
 
+    def load_generated(self, n: int, seed: int, now: datetime | None) -> Population:
+        """Replace the population with ``n`` generated indicators (explicit records stay)."""
+        self.population = Population(n, seed, now)
+        self._hidden = bytearray(n)
+        self._orders.clear()
+        self._masks.clear()
+        self._changed()
+        return self.population
+
+    def _index(self, indicator_id: str) -> int | None:
+        pop = self.population
+        i = pop.index_of(indicator_id) if pop is not None else None
+        return None if i is None or self._hidden[i] else i
+
     def get(self, indicator_id: str) -> Record | None:
-        return self.records.get(indicator_id)
+        record = self.records.get(indicator_id)
+        if record is not None:
+            return record
+        i = self._index(indicator_id)
+        return self.population.record(i) if i is not None and self.population else None
+
+    def row(self, ref: str | int) -> Record:
+        """The record of a listing row (an explicit id or a population index)."""
+        if isinstance(ref, str):
+            return self.records[ref]
+        assert self.population is not None
+        return self.population.record(ref)
+
+    def count(self) -> int:
+        hidden = self._hidden.count(1)
+        return len(self.records) + (self.population.n - hidden if self.population else 0)
+
+    def __iter__(self) -> Iterator[Record]:
+        """Every current record: explicit ones, then the visible generated ones (made now)."""
+        yield from self.records.values()
+        if self.population is not None:
+            for i in range(self.population.n):
+                if not self._hidden[i]:
+                    yield self.population.record(i)
 
     def put(self, record: Record) -> None:
+        i = self._index(record["id"])
+        if i is not None:
+            self._hidden[i] = 1
         self.records[record["id"]] = record
         self._invalidate(record["id"])
 
@@ -150,7 +211,11 @@ class RecordStore:
         """Drop a record; return it with its last STIX JSON (None when there is none)."""
         record = self.records.pop(indicator_id, None)
         if record is None:
-            return None
+            i = self._index(indicator_id)
+            if i is None or self.population is None:
+                return None
+            self._hidden[i] = 1
+            record = self.population.record(i)
         stix = self.stix_json(record)
         self._invalidate(indicator_id)
         return record, stix
@@ -159,20 +224,25 @@ class RecordStore:
         for cache in self._node_cache.values():
             cache.pop(indicator_id, None)
         self._stix_cache.pop(indicator_id, None)
+        self._changed()
+
+    def _changed(self) -> None:
         self._listing_cache.clear()
+        self._version += 1
+
+    # --- renderings ---------------------------------------------------------------------------
 
     def node_json(self, record: Record, fields: frozenset[str] | None = None) -> str:
         """The GraphQL node as JSON, projected on ``fields`` (``toStix`` alone: the STIX)."""
-        cache = self._node_cache.setdefault(fields, {})
+        explicit = record["id"] in self.records
+        cache = self._node_cache.setdefault(fields, {}) if explicit else {}
         text = cache.get(record["id"])
         if text is None:
             node: dict[str, Any]
             if fields is not None and "toStix" in fields:
                 node = {"toStix": self.stix_json(record)}
             else:
-                node = graphql_node(record)
-                if fields is not None:
-                    node = {k: v for k, v in node.items() if k in fields}
+                node = graphql_node(record, fields)
             text = json.dumps(node, ensure_ascii=False)
             cache[record["id"]] = text
         return text
@@ -181,26 +251,58 @@ class RecordStore:
         text = self._stix_cache.get(record["id"])
         if text is None:
             text = json.dumps(stix_object(record), ensure_ascii=False)
-            self._stix_cache[record["id"]] = text
+            if record["id"] in self.records:
+                self._stix_cache[record["id"]] = text
         return text
 
-    def listing(
-        self, filters: FilterGroup | None, needle: str, sort_field: str, descending: bool
-    ) -> Listing:
-        """Records matching ``filters`` and the lower-case ``needle`` (name or pattern), sorted
-        by ``sort_field`` then id; GraphQLError for an unknown filter key or operator."""
-        cache_key = (json.dumps(filters, sort_keys=True), needle, sort_field, descending)
-        cached = self._listing_cache.get(cache_key)
-        if cached is not None:
-            return cached
-        matches = compile_group(filters)
-        keyed = [
-            (_sort_value(r.get(sort_field)), r["id"])
-            for r in self.records.values()
-            if matches(r) and (not needle or needle in f"{r['name']} {r['pattern']}".lower())
-        ]
-        keyed.sort(reverse=descending)
-        ids = [k[1] for k in keyed]
-        listing = Listing(ids, {i: n for n, i in enumerate(ids)}, keyed)
-        self._listing_cache[cache_key] = listing
+    # --- listings -----------------------------------------------------------------------------
+
+    def listing(self, filters: FilterGroup | None, needle: str, sort: Sort) -> Listing:
+        """Records matching ``filters`` and the lower-case ``needle`` (name or pattern), in
+        ``sort`` order; GraphQLError for an unknown filter key, operator or mode."""
+        compiled = compile_filters(filters)
+        cache_key = (json.dumps(filters, sort_keys=True), needle, sort)
+        explicit = self._listing_cache.get(cache_key)
+        if explicit is None:
+            matches = predicate(compiled)
+            keyed = sorted(
+                (sort.record_key(r), r["id"])
+                for r in self.records.values()
+                if matches(r) and (not needle or needle in f"{r['name']} {r['pattern']}".lower())
+            )
+            explicit = ([k for k, _ in keyed], [i for _, i in keyed])
+            self._listing_cache[cache_key] = explicit
+        listing = Listing(sort, explicit[0], explicit[1])
+        if self.population is not None and self.population.n:
+            masks = self._population_masks(cache_key, compiled, needle, sort)
+            listing.order, listing.order_mask = masks.order, masks.visible
         return listing
+
+    def _population_masks(self, cache_key: Any, compiled: Any, needle: str, sort: Sort) -> _Masks:
+        pop = self.population
+        assert pop is not None
+        masks = self._masks.get(cache_key)
+        if masks is None:
+            order = self._orders.get(sort)
+            if order is None:
+                order = self._orders[sort] = PopulationOrder(pop, sort)
+            selected = pop.mask(compiled)
+            if needle:
+                found = pop.scan(lambda r: needle in f"{r['name']} {r['pattern']}".lower())
+                selected = mask_and(selected, found)
+            masks = _Masks(order, order.to_order(selected))
+            self._masks[cache_key] = masks
+            while len(self._masks) > _MASK_CACHE_SIZE:
+                self._masks.popitem(last=False)
+        self._masks.move_to_end(cache_key)
+        if masks.version != self._version:
+            masks.visible = masks.base
+            if 1 in self._hidden:
+                shown = masks.order.to_order(mask_not(bytes(self._hidden)))
+                masks.visible = mask_and(masks.base, shown)
+            masks.version = self._version
+        return masks
+
+    def visible_generated(self) -> bytes:
+        """1 where a generated index is neither changed nor deleted (index order)."""
+        return mask_not(bytes(self._hidden))

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import heapq
 import json
 import socket
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,7 +30,8 @@ from reconciler.sandbox.opencti.core import (
     Record,
     epoch_ms,
 )
-from reconciler.sandbox.opencti.filters import group_matches
+from reconciler.sandbox.opencti.filters import compile_filters, group_matches
+from reconciler.sandbox.opencti.population import Population, mask_and
 from reconciler.sandbox.opencti.render import stix_object
 from reconciler.sandbox.opencti.store import RECORD_KEYS
 
@@ -48,6 +51,7 @@ _PATCH_PATHS = {
     "labels": ("/labels", "Label"),
     "markings": ("/object_marking_refs", "Marking"),
     "created_by": ("/created_by_ref", "Author"),
+    "status_id": (f"/extensions/{STIX_EXT_OCTI}/workflow_id", "Status"),
 }
 _SSE_HEAD = (
     "HTTP/1.1 200 OK\r\n"
@@ -280,33 +284,34 @@ def _send_connected(emu: OpenCTIEmulator, handler: EmulatorHandler) -> StreamKey
 
 def _recovery(
     emu: OpenCTIEmulator, recover_ms: int, position: StreamKey
-) -> tuple[list[str], StreamKey]:
+) -> tuple[Iterator[str], StreamKey]:
     """Current matching records updated in (position, recover] as ``create`` messages.
 
     Ids are ``<updated_at ms>-<n>`` in (updated_at, id) order, numbered over the whole
-    recoverable set, so a client cut off mid-recovery resumes exactly where it stopped.
+    recoverable set, so a client cut off mid-recovery resumes exactly where it stopped. The
+    messages are made while they are written (a generated population can hold millions): the
+    explicit records are rendered under the lock, the generated ones from a snapshot of which
+    of them the filters let through.
     """
     with emu._cond:
-        chosen = []
-        for record in emu._store.records.values():
+        store = emu._store
+        explicit: list[tuple[int, str, str | int, str]] = []
+        for record in store.records.values():
             updated = epoch_ms(record["updated_at"])
             if position[0] <= updated <= recover_ms and visible(emu, record):
-                chosen.append((updated, record["id"], record))
-        chosen.sort(key=lambda c: (c[0], c[1]))
-        messages: list[str] = []
-        last_ms, seq = -1, 0
-        for updated, _, record in chosen:
-            seq = seq + 1 if updated == last_ms else 0
-            last_ms = updated
-            if (updated, seq) <= position:
-                continue
-            envelope = {
-                "version": "4",
-                "message": f"creates a Indicator `{record['name']}`",
-                "origin": {"referer": "init"},
-            }
-            payload = _splice(envelope, emu._store.stix_json(record))
-            messages.append(_sse(f"{updated}-{seq}", "create", payload))
+                explicit.append((updated, record["id"], store.stix_json(record), record["name"]))
+        explicit.sort(key=lambda c: (c[0], c[1]))
+        generated: Iterator[tuple[int, str, str | int, str]] = iter(())
+        pop = store.population
+        if pop is not None and pop.n:
+            try:
+                selected = pop.mask(compile_filters(emu.stream_filters))
+            except GraphQLError:
+                selected = bytes(pop.n)
+            ranked = pop.to_rank_order(mask_and(selected, store.visible_generated()))
+            lo = pop.first_rank("updated", position[0], strictly_after=False)
+            hi = pop.first_rank("updated", recover_ms, strictly_after=True)
+            generated = _generated_rows(pop, ranked, lo, hi)
         # Tail from the recover point: logged events at or before it are in the listing.
         # Future ids must land after it, whatever the wall clock says.
         log = emu._stream
@@ -314,7 +319,39 @@ def _recovery(
         tail_from = max(at_point) if at_point else (recover_ms, 0)
         if log.head < tail_from:
             log.head = tail_from
-        return messages, tail_from
+    rows = heapq.merge(explicit, generated, key=lambda c: (c[0], c[1]))
+    return _recovery_messages(rows, pop, position), tail_from
+
+
+def _generated_rows(
+    pop: Population, ranked: bytes, lo: int, hi: int
+) -> Iterator[tuple[int, str, str | int, str]]:
+    rank = ranked.find(1, lo, hi)
+    while rank >= 0:
+        i = pop.index_at_rank(rank)
+        yield pop.time_ms("updated", i), pop.internal_id(i), i, ""
+        rank = ranked.find(1, rank + 1, hi)
+
+
+def _recovery_messages(
+    rows: Iterator[tuple[int, str, str | int, str]], pop: Population | None, position: StreamKey
+) -> Iterator[str]:
+    last_ms, seq = -1, 0
+    for updated, _, source, name in rows:
+        seq = seq + 1 if updated == last_ms else 0
+        last_ms = updated
+        if (updated, seq) <= position:
+            continue
+        if isinstance(source, int):
+            assert pop is not None
+            record = pop.record(source)
+            source, name = json.dumps(stix_object(record), ensure_ascii=False), record["name"]
+        envelope = {
+            "version": "4",
+            "message": f"creates a Indicator `{name}`",
+            "origin": {"referer": "init"},
+        }
+        yield _sse(f"{updated}-{seq}", "create", _splice(envelope, source))
 
 
 def _follow(
@@ -382,7 +419,9 @@ def _sse(event_id: str | None, event: str, data: str) -> str:
     return f"{head}event: {event}\ndata: {data}\n\n"
 
 
-def _write_batched(handler: EmulatorHandler, messages: list[str], limit: int = 256 * 1024) -> None:
+def _write_batched(
+    handler: EmulatorHandler, messages: Iterable[str], limit: int = 256 * 1024
+) -> None:
     batch: list[str] = []
     size = 0
     for text in messages:
