@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# opencti-defender-reconciler: two stages. "build" installs the package into a virtualenv;
+# opencti-defender-reconciler: two stages. "build" installs the locked dependencies
+# (requirements.lock, hash-checked) and the package into a virtualenv;
 # the final stage copies only that virtualenv onto a clean slim base, runs as a non-root user
 # and starts the controller. No HEALTHCHECK: Kubernetes probes /healthz and /readyz instead.
 
@@ -11,12 +12,25 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-# Package and dependencies install in one step from pyproject.toml (its metadata names
-# README.md, so that file is needed too). Every dependency ships a wheel: no compiler needed.
-# pip itself is removed afterwards: nothing installs at run time.
+# Dependencies first, from the lock: every version pinned and every file's sha256 checked
+# (pip refuses anything else). Every dependency ships a wheel: no compiler needed. This layer
+# stays cached until requirements.lock changes.
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
+# Optional: the pycti release matching your OpenCTI platform's version (e.g. 7.260917.0).
+# Empty keeps the locked, tested one. An override, and the versions of its own dependencies it
+# pins differently, are not hash-checked (pip check still runs).
+ARG PYCTI_VERSION=""
+RUN if [ -n "${PYCTI_VERSION}" ]; then \
+        /opt/venv/bin/pip install --no-cache-dir "pycti==${PYCTI_VERSION}"; \
+    fi
+# Then the package alone (its metadata names README.md, so that file is needed too): no
+# dependency comes from pyproject.toml, and pip check fails the build if the lock does not
+# satisfy it. pip itself is removed afterwards: nothing installs at run time.
 COPY pyproject.toml README.md ./
 COPY reconciler ./reconciler
-RUN /opt/venv/bin/pip install --no-cache-dir . \
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/python -m pip check \
     && /opt/venv/bin/python -m pip uninstall --yes pip \
     && /opt/venv/bin/reconciler --help > /dev/null
 

@@ -1,10 +1,13 @@
 """The Dockerfile lints clean (hadolint, every severity), keeps its shape (multi-stage, non-root,
-no HEALTHCHECK, labels) and starts a command that exists in the package. No container engine is
+no HEALTHCHECK, labels), installs the hash-locked dependency set before the package alone, and
+starts a command that exists in the package. The lock files it and make venv install pin every
+package with hashes, and the image's set is the one the tests ran with. No container engine is
 needed: nothing here builds the image."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,11 +17,15 @@ from typing import Any
 
 import pytest
 import typer
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from reconciler import cli
 from tests.chart.support import CHART_DIR, ROOT, VALUE_SETS, ChartRenderer
 
 DOCKERFILE = ROOT / "Dockerfile"
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
 
 
 def instructions(path: Path = DOCKERFILE) -> list[tuple[str, str]]:
@@ -42,6 +49,23 @@ def final_stage() -> list[tuple[str, str]]:
     steps = instructions()
     last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
     return steps[last_from:]
+
+
+def build_stage() -> list[tuple[str, str]]:
+    """From the build stage's FROM up to (not including) the final stage's."""
+    steps = instructions()
+    froms = [i for i, (word, rest) in enumerate(steps) if word == "FROM"]
+    [start] = [i for i in froms if steps[i][1].endswith(" AS build")]
+    return steps[start : froms[-1]]
+
+
+def pip_installs(steps: list[tuple[str, str]]) -> list[str]:
+    """Each ``pip install`` command of the RUN instructions, in order (split on && and ;)."""
+    commands: list[str] = []
+    for word, rest in steps:
+        if word == "RUN":
+            commands += [c.strip() for c in re.split(r"&&|;", rest) if "pip install" in c]
+    return commands
 
 
 def exec_form(word: str) -> list[str]:
@@ -105,6 +129,78 @@ def test_image_is_multi_stage_from_a_slim_python() -> None:
     # Only the built virtualenv comes over from the build stage.
     copies = [rest for word, rest in final_stage() if word == "COPY"]
     assert copies == ["--from=build /opt/venv /opt/venv"]
+
+
+def test_build_installs_the_hashed_lock_then_the_package_alone() -> None:
+    steps = build_stage()
+    copies = [rest for word, rest in steps if word == "COPY"]
+    # The dependency layer comes before the sources: it stays cached while they change.
+    assert copies.index("requirements.lock ./") < copies.index("reconciler ./reconciler")
+    installs = pip_installs(steps)
+    # 1. the whole runtime set from the lock, every file's hash checked
+    assert re.search(r"pip install .*--require-hashes -r requirements\.lock$", installs[0])
+    # 2. optionally the pycti release matching the platform, only when the build arg is set
+    assert installs[1].endswith('pip install --no-cache-dir "pycti==${PYCTI_VERSION}"')
+    [override] = [rest for word, rest in steps if word == "RUN" and installs[1] in rest]
+    assert override.startswith('if [ -n "${PYCTI_VERSION}" ]; then')
+    # 3. the package without dependencies: nothing unlocked comes from pyproject.toml's ranges
+    assert re.search(r"pip install .*--no-deps \.$", installs[2])
+    assert len(installs) == 3
+    [last] = [rest for word, rest in steps if word == "RUN" and installs[2] in rest]
+    assert "pip check" in last.split(installs[2], 1)[1]  # the lock satisfies pyproject.toml
+    assert last.index("pip check") < last.index("pip uninstall --yes pip")
+
+
+def test_pycti_override_is_empty_by_default() -> None:
+    args = [rest for word, rest in build_stage() if word == "ARG"]
+    assert 'PYCTI_VERSION=""' in args
+
+
+def test_build_context_includes_the_lock() -> None:
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    allowed = lines[lines.index("*") + 1 :]  # everything is excluded, then these let back in
+    for needed in ("!requirements.lock", "!pyproject.toml", "!README.md", "!reconciler/"):
+        assert needed in allowed
+    assert "!requirements-dev.lock" not in allowed  # the image has no dev tools
+
+
+def lock_entries(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, sha256 hashes) of a pip-compile style lock (markers ignored)."""
+    entries: dict[str, tuple[str, list[str]]] = {}
+    joined = path.read_text(encoding="utf-8").replace("\\\n", " ")  # continuation lines
+    for line in joined.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        requirement, *hashes = line.split("--hash=")
+        name, _, version = requirement.split(";", 1)[0].strip().partition("==")
+        assert version, f"{path.name}: not pinned: {requirement}"
+        entries[re.sub(r"[-_.]+", "-", name).lower()] = (version, [h.strip() for h in hashes])
+    return entries
+
+
+@pytest.mark.parametrize("lock", [RUNTIME_LOCK, DEV_LOCK], ids=lambda p: p.name)
+def test_lock_pins_every_package_with_hashes(lock: Path) -> None:
+    entries = lock_entries(lock)
+    assert len(entries) > 20
+    for name, (_, hashes) in entries.items():
+        assert hashes, f"{lock.name}: {name} has no hash"
+        assert all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+
+
+def test_image_ships_the_versions_the_tests_ran_with() -> None:
+    runtime, dev = lock_entries(RUNTIME_LOCK), lock_entries(DEV_LOCK)
+    assert {name: version for name, (version, _) in runtime.items()} == {
+        name: dev[name][0] for name in runtime
+    }
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in runtime, f"requirements.lock lacks {spec}: run make lock"
+        assert Version(runtime[name][0]) in requirement.specifier, f"{spec}: run make lock"
+    for spec in project["optional-dependencies"]["dev"]:
+        name = re.sub(r"[-_.]+", "-", Requirement(spec).name).lower()
+        assert name in dev, f"requirements-dev.lock lacks {spec}: run make lock"
 
 
 def test_final_stage_installs_no_build_tools() -> None:
