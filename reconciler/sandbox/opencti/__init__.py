@@ -14,21 +14,28 @@ pages, drop stream connections and turn the stream off.
 Clock: record dates of loaded datasets come from the dataset; indicators created or changed
 through the emulator take the wall clock (like Redis stream ids), kept strictly increasing.
 
+Scale: :meth:`OpenCTIEmulator.load_generated` serves a generated population (a million
+indicators in a few megabytes, records made on demand from their index) under the loaded and
+created ones; listings ordered by score or date page through it without sorting it.
+
 ``stream_enabled = False`` makes new stream connections answer 410 (the platform's "stream
 stopped"); it does not drop open ones — call :meth:`OpenCTIEmulator.disconnect_streams` for that.
 pycti treats a 410 on reconnect like a dead server (it kills its process), so tests that flip it
 must stop their listener first.
 
 Modules: ``emulator`` (the ``OpenCTIEmulator`` facade: data methods, knobs, lifecycle),
-``graphql`` (the resolver, listings, cursors, field selection), ``stream`` (event log, SSE
-serving, recovery), ``store`` (records and rendering/listing caches), ``filters`` (FilterGroup
-evaluation), ``render`` (GraphQL node, STIX object), ``server`` (HTTP routes), ``core`` (ids,
-constants, ``GraphQLError``), ``cli`` (``main``).
+``graphql`` (the resolver, field selection), ``listing`` (orderings, cursors, pages),
+``stream`` (event log, SSE serving, recovery), ``store`` (records over a population, caches),
+``population`` (generated indicators), ``filters`` (FilterGroup checks and evaluation, the
+platform's semantics), ``render`` (GraphQL node, STIX object), ``server`` (HTTP routes),
+``core`` (ids, constants, workflow, ``GraphQLError``), ``cli`` (``main``).
 """
 
 from reconciler.sandbox.opencti.cli import main
 from reconciler.sandbox.opencti.core import (
+    CREATOR_ID,
     PLATFORM_VERSION,
+    STATUS_BY_NAME,
     STIX_EXT_OCTI,
     FilterGroup,
     GraphQLError,
@@ -39,14 +46,18 @@ from reconciler.sandbox.opencti.core import (
 from reconciler.sandbox.opencti.emulator import OpenCTIEmulator
 from reconciler.sandbox.opencti.filters import group_matches
 from reconciler.sandbox.opencti.graphql import selected_fields
+from reconciler.sandbox.opencti.population import Population
 from reconciler.sandbox.opencti.render import graphql_node, stix_object
 
 __all__ = [
+    "CREATOR_ID",
     "PLATFORM_VERSION",
+    "STATUS_BY_NAME",
     "STIX_EXT_OCTI",
     "FilterGroup",
     "GraphQLError",
     "OpenCTIEmulator",
+    "Population",
     "Record",
     "author_id",
     "graphql_node",

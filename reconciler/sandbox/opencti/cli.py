@@ -27,6 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--count", type=int, default=1000, help="generated indicators")
+    parser.add_argument(
+        "--lazy",
+        action="store_true",
+        help="make the indicators on demand (for large counts: a million costs a few MB)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stream-id", default="stream-1")
     parser.add_argument("--token", default="opencti-token")
@@ -34,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     emu = OpenCTIEmulator(
         host=args.host, port=args.port, token=args.token, stream_id=args.stream_id, seed=args.seed
     )
-    emu.load(generate_indicators(args.count, args.seed))
+    if args.lazy:
+        emu.load_generated(args.count, seed=args.seed)
+    else:
+        emu.load(generate_indicators(args.count, args.seed))
     emu.start()
     print(f"fake OpenCTI on {emu.url} ({args.count} indicators, stream {emu.stream_id})")
     print("\n".join(_config_snippet(emu)), flush=True)

@@ -18,7 +18,7 @@ from typing import Any
 from reconciler.sandbox.dataset import format_date, label_id
 from reconciler.sandbox.http import serve_in_thread, stop_serving
 from reconciler.sandbox.opencti import stream
-from reconciler.sandbox.opencti.core import FilterGroup, Record
+from reconciler.sandbox.opencti.core import STATUS_BY_NAME, FilterGroup, Record
 from reconciler.sandbox.opencti.graphql import PageFailures
 from reconciler.sandbox.opencti.render import graphql_node, stix_object
 from reconciler.sandbox.opencti.server import Server
@@ -210,6 +210,11 @@ class OpenCTIEmulator:
     @staticmethod
     def label_id(value: str) -> str:
         return label_id(value)
+
+    @staticmethod
+    def status_id(name: str) -> str:
+        """The id of the Indicator workflow status whose template is ``name`` (``APPROVED``)."""
+        return STATUS_BY_NAME[name]
 
     @staticmethod
     def graphql_node(record: Record) -> dict[str, Any]:

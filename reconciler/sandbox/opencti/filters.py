@@ -35,14 +35,14 @@ Elasticsearch query builder):
   ``nil``/``not_nil`` and range operators one key only (``UNSUPPORTED_ERROR`` otherwise).
 * Keys: ``entity_type`` (Indicator and its parent types), ``ids`` (internal id, standard_id or
   any other STIX id; ``eq``/``not_eq``/``nil``/``not_nil``; ``nil`` and ``not_nil`` match no
-  indicator: the platform requires all four id attributes, aliases included, none of which an
-  indicator lacks or has), ``id``/``internal_id`` (the internal id), ``standard_id``,
-  ``workflow_id`` and ``x_opencti_workflow_id`` (a status id or a status template id;
-  ``eq``/``not_eq``/``nil``/``not_nil`` only), ``objectLabel`` (label ids; a value that is not
-  an id is taken as a label name, as the API resolves it), ``objectMarking`` (marking ids or
-  STIX ids), ``createdBy`` (author ids or their STIX ids), ``creator_id``, the numbers, the
-  booleans, the dates, ``pattern_type``, ``pattern``, ``x_opencti_main_observable_type``,
-  ``indicator_types``, ``name``, ``description``.
+  indicator: the platform requires them of all four id attributes at once, and every indicator
+  has an internal id while none has alias ids), ``id``/``internal_id`` (the internal id),
+  ``standard_id``, ``workflow_id`` and ``x_opencti_workflow_id`` (a status id or a status
+  template id; ``eq``/``not_eq``/``nil``/``not_nil`` only), ``objectLabel`` (label ids; a value
+  that is not an id is taken as a label name, case-insensitively, as the API resolves it),
+  ``objectMarking`` (marking ids or STIX ids), ``createdBy`` (author ids or their STIX ids),
+  ``creator_id``, the numbers, the booleans, the dates, ``pattern_type``, ``pattern``,
+  ``x_opencti_main_observable_type``, ``indicator_types``, ``name``, ``description``.
 * Keys the platform accepts in general but no indicator of the fake carries (``objects``,
   ``priority``, ``severity``, ``objectAssignee``, ``published``…) are accepted and have no
   value: ``eq`` matches nothing, ``not_eq`` everything, ``nil`` everything. Relationship keys
@@ -424,12 +424,13 @@ def _check_filter(keys: list[str], operator: str, mode: str) -> None:
 def _leaf(key: str, operator: str, mode: str, raw: list[Any]) -> Leaf:
     kind = kind_of(key)
     if key == "objectLabel":
-        raw = [v if _UUID.match(str(v).strip()) else label_id(str(v).strip()) for v in raw]
+        raw = [v if _UUID.match(str(v).strip()) else label_id(str(v).strip().lower()) for v in raw]
     values = _normalise(kind, raw, strict=True)
     if operator in _SUBSTRING and kind != STRING:
         values = []  # substring tests never match numbers, booleans or dates
     test = make_test(operator, mode, values, none_of=key == "ids")
-    return Leaf(key, test, tuple(values), never=key in RELATIONSHIP_KEYS)
+    never = key in RELATIONSHIP_KEYS or (key == "ids" and operator in ("nil", "not_nil"))
+    return Leaf(key, test, tuple(values), never=never)
 
 
 def _compile(group: FilterGroup) -> Group:
