@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from loguru import logger
 from pydantic import ValidationError
@@ -102,10 +102,15 @@ class Outcome:
     scoped: bool = False
 
 
+#: Owned rows parsed by earlier listings, by id: (fingerprint of the raw row, the parse).
+OwnedMemo = dict[str, tuple[tuple[Any, ...], DefenderIndicator]]
+
+
 def split_owned(
     rows: Iterable[RawIndicator],
     ownership: Ownership,
     keys: Collection[IndicatorKey] | None = None,
+    memo: OwnedMemo | None = None,
 ) -> ActualState:
     """Partition a listing into owned indicators (``ownership.owns``) and a count of the rest;
     with ``keys``, only the owned indicators holding one of them are read (a scoped run), the
@@ -114,16 +119,18 @@ def split_owned(
     Tolerant reader: owned values are brought to canonical form (``mapping.canonical_value``)
     and unknown enum names kept as text (see ``DefenderIndicator``), so an equivalent echo or a
     portal edit never makes the listing unusable. Only an owned row without an id or value
-    does: never a hole in what we own."""
+    does: never a hole in what we own. With ``memo``, a row equal to one parsed before is not
+    parsed again (the service's steady state); ``memo`` then holds exactly the rows read."""
     owned: list[DefenderIndicator] = []
     held: dict[ForeignIdentity, str] = {}
     others = outside = 0
+    seen: OwnedMemo = {}
     for row in rows:
         if ownership.owns(row.get("application")):
             if keys is not None and _raw_key(row) not in keys:
                 outside += 1
                 continue
-            owned.append(_read_owned(row))
+            owned.append(_read_owned(row) if memo is None else _read_owned_memo(row, memo, seen))
             continue
         others += 1
         key = _raw_key(row)
@@ -131,7 +138,43 @@ def split_owned(
         if ident is not None and ident not in held:
             app = row.get("application") or "(no application)"
             held[ident] = f"{app!r} (action {row.get('action')})"
+    if memo is not None and keys is None:  # a full listing: keep what it read, only that
+        memo.clear()
+        memo.update(seen)
     return ActualState(tuple(owned), others, held, outside)
+
+
+def _owned_fingerprint(row: RawIndicator) -> tuple[Any, ...]:
+    """Every field of a listing row a ``DefenderIndicator`` keeps, as a comparable tuple."""
+    groups = row.get("rbacGroupNames")
+    return (
+        row.get("lastUpdateTime"),
+        row.get("indicatorType"),
+        row.get("indicatorValue"),
+        row.get("action"),
+        row.get("severity"),
+        row.get("title"),
+        row.get("description"),
+        row.get("application"),
+        row.get("externalId"),
+        row.get("expirationTime"),
+        row.get("generateAlert"),
+        tuple(groups) if isinstance(groups, list) else groups,
+        row.get("recommendedActions"),
+        row.get("educateUrl"),
+        row.get("createdBy"),
+        row.get("createdBySource"),
+        row.get("creationTimeDateTimeUtc"),
+    )
+
+
+def _read_owned_memo(row: RawIndicator, memo: OwnedMemo, seen: OwnedMemo) -> DefenderIndicator:
+    ident = str(row.get("id"))
+    fingerprint = _owned_fingerprint(row)
+    known = memo.get(ident)
+    parsed = known[1] if known is not None and known[0] == fingerprint else _read_owned(row)
+    seen[ident] = (fingerprint, parsed)
+    return parsed
 
 
 def _raw_key(row: RawIndicator) -> IndicatorKey | None:
@@ -200,6 +243,8 @@ class Engine:
         self.non_owned = 0
         #: What the last full read of OpenCTI did (``None`` before the first).
         self.last_read: ReadStats | None = None
+        self._owned_memo: OwnedMemo = {}
+        self._last_plan: tuple[_PlanInputs, Plan] | None = None
 
     # -- reading -------------------------------------------------------------------------
     def read_desired(
@@ -243,7 +288,7 @@ class Engine:
     def read_actual(self) -> ActualState:
         """List every active Defender indicator (one pass) and split owned from the rest."""
         # Row by row: only one page of raw JSON is alive next to the parsed models.
-        return split_owned(self.defender.iter_indicators(), self.ownership)
+        return split_owned(self.defender.iter_indicators(), self.ownership, memo=self._owned_memo)
 
     def read_actual_for(self, keys: Iterable[IndicatorKey]) -> ActualState:
         """What Defender holds for ``keys`` (a scoped run): the owned indicators holding them,
@@ -256,7 +301,9 @@ class Engine:
         listing is correct under every one of those behaviours and costs a bounded number of
         calls whatever the number of keys."""
         wanted = frozenset(keys)
-        state = split_owned(self.defender.iter_indicators(), self.ownership, wanted)
+        state = split_owned(
+            self.defender.iter_indicators(), self.ownership, wanted, memo=self._owned_memo
+        )
         self.non_owned = state.non_owned_count
         self.owned_total = len(state.owned) + state.owned_outside
         return state
@@ -289,17 +336,23 @@ class Engine:
             policy = self.plan_policy
             if allow_mass_delete and not policy.allow_mass_delete:
                 policy = replace(policy, allow_mass_delete=True)
-            plan = build_plan(
-                desired.desired,
-                actual.owned,
-                skipped=desired.skipped,
-                expired_keys=desired.expired_keys,
-                non_owned_count=actual.non_owned_count,
-                held_by_others=actual.held_by_others,
-                policy=policy,
-                complete=True,
-                not_read=self.last_read.not_read if self.last_read is not None else 0,
-            )
+            not_read = self.last_read.not_read if self.last_read is not None else 0
+            inputs = _PlanInputs(desired, actual, policy, not_read)
+            if self._last_plan is not None and inputs.same_as(self._last_plan[0]):
+                plan = self._last_plan[1]  # both sides are what they were: the same plan
+            else:
+                plan = build_plan(
+                    desired.desired,
+                    actual.owned,
+                    skipped=desired.skipped,
+                    expired_keys=desired.expired_keys,
+                    non_owned_count=actual.non_owned_count,
+                    held_by_others=actual.held_by_others,
+                    policy=policy,
+                    complete=True,
+                    not_read=not_read,
+                )
+                self._last_plan = (inputs, plan)
         _log_plan("plan", plan)
         return plan, desired, actual
 
@@ -400,6 +453,29 @@ class Engine:
                 "saved plan is stale: the indicators this reconciler owns in Defender changed "
                 "since the plan was made; run `reconciler plan` again"
             )
+
+
+@dataclass(frozen=True)
+class _PlanInputs:
+    """What a full plan is a pure function of; ``same_as`` compares by identity where the
+    memories of a steady state hand back the very same objects (cheap, never a false hit)."""
+
+    desired: DesiredState
+    actual: ActualState
+    policy: PlanPolicy
+    not_read: int
+
+    def same_as(self, other: _PlanInputs) -> bool:
+        mine, theirs = self.actual, other.actual
+        return (
+            self.desired is other.desired
+            and self.policy == other.policy
+            and self.not_read == other.not_read
+            and mine.non_owned_count == theirs.non_owned_count
+            and mine.held_by_others == theirs.held_by_others
+            and len(mine.owned) == len(theirs.owned)
+            and all(a is b for a, b in zip(mine.owned, theirs.owned, strict=True))
+        )
 
 
 def _log_plan(what: str, plan: Plan) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from reconciler.mapping import MappingResult, OpenCTIIndicator, indicator_from_graphql
 from reconciler.model import DefenderIndicator, IndicatorKey, Skipped
 from reconciler.plan import ForeignIdentity, foreign_identity
-from reconciler.scope import DesiredIndex
+from reconciler.scope import DesiredIndex, RowRead
 
 __all__ = ["Page", "PrioritySource", "ReadStats", "read_within_quota"]
 
@@ -120,13 +120,18 @@ def read_within_quota(
     index.begin()
     seen: set[str] = set()
 
+    def read(row: dict[str, Any]) -> RowRead:
+        row_read = index.read_row(row, now=now)
+        seen.add(row_read.opencti_id)
+        return row_read
+
     def add(item: OpenCTIIndicator | Skipped) -> MappingResult | None:
         seen.add(item.id if isinstance(item, OpenCTIIndicator) else item.opencti_id)
         return index.add(item, now=now)
 
-    matching, cut, above = _read_by_score(source, listing, free, held, add, on_page)
+    matching, cut, above = _read_by_score(source, listing, free, held, read, on_page)
     if cut is not None:
-        _finish_tie(source, listing, cut[0], above, free, held, add)
+        _finish_tie(source, listing, cut[0], above, free, held, read)
     looked_up = _look_up_owned(source, listing, index, owned, seen, add)
     index.finish()
     return ReadStats(
@@ -139,6 +144,7 @@ def read_within_quota(
 
 
 _Add = Callable[[OpenCTIIndicator | Skipped], MappingResult | None]
+_Read = Callable[[dict[str, Any]], RowRead]
 
 
 def _read_by_score(
@@ -146,7 +152,7 @@ def _read_by_score(
     listing: FilterGroup,
     free: int,
     held: Collection[ForeignIdentity],
-    add: _Add,
+    read_row: _Read,
     on_page: Callable[[int], None] | None,
 ) -> tuple[int | None, tuple[int | None] | None, set[IndicatorKey]]:
     """Step 1: (matching count, the score where the room filled or ``None``, the keys of the
@@ -160,16 +166,15 @@ def _read_by_score(
         matching = page.total if matching is None else matching
         for row in page.rows:
             read += 1
-            item = indicator_from_graphql(row)
-            if isinstance(item, Skipped):
-                add(item)
+            got = read_row(row)
+            if got.skip is not None:
                 continue
-            if item.score != group_score:
+            if got.score != group_score:
                 above |= group
-                group, group_score = set(), item.score
-            _count(add(item), group, above, held)
+                group, group_score = set(), got.score
+            _count(got.result, group, above, held)
             if len(above) + len(group) >= free:
-                return matching, (item.score,), above
+                return matching, (got.score,), above
         if on_page is not None:
             on_page(read)
     return matching, None, above
@@ -182,7 +187,7 @@ def _finish_tie(
     above: set[IndicatorKey],
     free: int,
     held: Collection[ForeignIdentity],
-    add: _Add,
+    read_row: _Read,
 ) -> None:
     """Step 2: the indicators at the boundary score, newest first, until the room is filled,
     finishing those that share the last ``updated_at``."""
@@ -191,15 +196,14 @@ def _finish_tie(
     filled = False
     for page in source.iter_score_tie(listing, score):
         for row in page.rows:
-            item = indicator_from_graphql(row)
-            if isinstance(item, Skipped):
-                add(item)
+            got = read_row(row)
+            if got.skip is not None:
                 continue
-            if filled and item.updated_at != filled_at:
+            if filled and got.updated_at != filled_at:
                 return
-            _count(add(item), tie, above, held)
+            _count(got.result, tie, above, held)
             if not filled and len(above) + len(tie) >= free:
-                filled, filled_at = True, item.updated_at
+                filled, filled_at = True, got.updated_at
 
 
 def _look_up_owned(

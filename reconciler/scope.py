@@ -9,25 +9,65 @@ those keys alone is then computed with the same merge as a full run, so a key st
 another OpenCTI indicator stays (its ``externalId`` moves to the new winner) and a scoped plan
 equals the matching slice of a full plan.
 
+A full read goes through ``read_row``, which remembers each listing row's mapping between
+full reads: a row whose fingerprint (``updated_at`` and the fields mapping reads most) is the
+same as last time, and whose mapping cannot have changed with time (its expiry is still ahead),
+is not parsed and mapped again. OpenCTI bumps ``updated_at`` on every change of an indicator,
+so this saves the bulk of a steady-state no-op without changing any result.
+
 Pure: no I/O, no clock (``now`` is an argument).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from reconciler.mapping import (
     DesiredState,
     MappingPolicy,
     MappingResult,
     OpenCTIIndicator,
+    expiration_time,
+    indicator_from_graphql,
     map_indicator,
     merge_results,
 )
 from reconciler.model import IndicatorKey, Skipped
 
-__all__ = ["DesiredIndex"]
+__all__ = ["DesiredIndex", "RowRead"]
+
+
+@dataclass(frozen=True, slots=True)
+class RowRead:
+    """One listing row as a full read used it: its id, score and ``updated_at`` (the reading
+    order), and its mapping result, or the skip of a row that could not be read."""
+
+    opencti_id: str
+    score: int | None
+    updated_at: datetime | None
+    result: MappingResult | None
+    skip: Skipped | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    fingerprint: tuple[Any, ...]
+    read: RowRead
+    #: The mapping holds until then (an indicator expires as time passes); None: for ever.
+    until: datetime | None
+
+
+def _fingerprint(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (
+        row.get("updated_at"),
+        row.get("x_opencti_score"),
+        row.get("revoked"),
+        row.get("valid_until"),
+        row.get("pattern"),
+    )
 
 
 def _keys(result: MappingResult) -> set[IndicatorKey]:
@@ -44,7 +84,14 @@ class DesiredIndex:
         self._results: dict[str, MappingResult] = {}
         self._read_skips: dict[str, Skipped] = {}
         self._by_key: dict[IndicatorKey, set[str]] = {}
+        self._memo: dict[str, _Memo] = {}
+        self._memo_next: dict[str, _Memo] = {}
+        # The last merged state and the contents it was merged from (see ``full_state``).
+        self._state: DesiredState | None = None
+        self._state_of: tuple[dict[str, MappingResult], dict[str, Skipped]] = ({}, {})
         self.loaded = False
+        #: Rows of the last full read that were mapped again (the others came from memory).
+        self.mapped = 0
 
     def __len__(self) -> int:
         return len(self._results)
@@ -67,7 +114,42 @@ class DesiredIndex:
         self._results.clear()
         self._read_skips.clear()
         self._by_key.clear()
+        self._memo_next = {}
+        self.mapped = 0
         self.loaded = False
+
+    def read_row(self, row: Mapping[str, Any], *, now: datetime) -> RowRead:
+        """Add one listing row of a rebuild: parsed and mapped, or, when it is unchanged since
+        the last full read and its mapping still holds at ``now``, taken from memory."""
+        ident = row.get("id")
+        memo = self._memo.get(ident) if isinstance(ident, str) else None
+        fingerprint = _fingerprint(row)
+        if (
+            memo is not None
+            and memo.fingerprint == fingerprint
+            and (memo.until is None or now < memo.until)
+        ):
+            read = memo.read
+            self._drop(read.opencti_id)
+            if read.skip is not None:
+                self._read_skips[read.opencti_id] = read.skip
+            elif read.result is not None:
+                self._set(read.opencti_id, read.result)
+            self._memo_next[read.opencti_id] = memo
+            return read
+        self.mapped += 1
+        item = indicator_from_graphql(row)
+        result = self.add(item, now=now)
+        if isinstance(item, Skipped):
+            read = RowRead(item.opencti_id, None, None, None, item)
+            until = None
+        else:
+            read = RowRead(item.id, item.score, item.updated_at, result)
+            expires = expiration_time(item, self.policy)
+            until = expires if expires is not None and now < expires else None
+        if read.opencti_id:
+            self._memo_next[read.opencti_id] = _Memo(fingerprint, read, until)
+        return read
 
     def add(self, item: OpenCTIIndicator | Skipped, *, now: datetime) -> MappingResult | None:
         """Add one indicator of a rebuild (again: replaced); returns its mapping result, or
@@ -82,7 +164,9 @@ class DesiredIndex:
         return result
 
     def finish(self) -> DesiredState:
-        """End a rebuild; returns the full desired state."""
+        """End a rebuild; returns the full desired state. What the rebuild read is what the
+        next one may take from memory."""
+        self._memo, self._memo_next = self._memo_next, {}
         self.loaded = True
         return self.full_state()
 
@@ -93,6 +177,7 @@ class DesiredIndex:
         the mapping does not use) affects no key: stream replays cost no Defender call, and
         drift on those keys is the scheduled full reconcile's job."""
         result = map_indicator(indicator, self.policy, now)
+        self._memo.pop(indicator.id, None)  # re-read outside a full read: map it next time
         if self._results.get(indicator.id) == result:
             return set()
         before = self._drop(indicator.id)
@@ -102,6 +187,7 @@ class DesiredIndex:
 
     def remove(self, opencti_id: str) -> set[IndicatorKey]:
         """Forget one indicator (it left the stream's scope); returns the keys it affected."""
+        self._memo.pop(opencti_id, None)
         self._read_skips.pop(opencti_id, None)
         return self._drop(opencti_id)
 
@@ -152,8 +238,24 @@ class DesiredIndex:
         return key in self._by_key
 
     def full_state(self) -> DesiredState:
-        """The merged desired state of everything indexed (what a full run plans against)."""
-        return merge_results(self._results.values(), extra_skips=self._read_skips.values())
+        """The merged desired state of everything indexed (what a full run plans against).
+
+        When every indexed result is the very object it was at the last merge (a steady-state
+        full read takes them from memory), that merge is returned again, unchanged."""
+        if self._state is not None and self._unchanged_since_merge():
+            return self._state
+        self._state = merge_results(self._results.values(), extra_skips=self._read_skips.values())
+        self._state_of = (dict(self._results), dict(self._read_skips))
+        return self._state
+
+    def _unchanged_since_merge(self) -> bool:
+        results, skips = self._state_of
+        if len(results) != len(self._results) or len(skips) != len(self._read_skips):
+            return False
+        now_results, now_skips = self._results, self._read_skips
+        return all(now_results.get(k) is v for k, v in results.items()) and all(
+            now_skips.get(k) is v for k, v in skips.items()
+        )
 
     def state_for(self, keys: Iterable[IndicatorKey]) -> DesiredState:
         """The merged desired state restricted to ``keys`` (what a scoped run plans against)."""

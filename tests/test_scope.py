@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from reconciler.mapping import MappingPolicy, OpenCTIIndicator, build_desired
+from reconciler.mapping import (
+    DesiredState,
+    MappingPolicy,
+    OpenCTIIndicator,
+    build_desired,
+    indicator_from_graphql,
+)
 from reconciler.model import IndicatorKey, IndicatorType
 from reconciler.scope import DesiredIndex
 
@@ -88,3 +94,46 @@ def test_replayed_or_irrelevant_update_affects_nothing() -> None:
     index.replace_all([ind("a", "203.0.113.1")], now=NOW)
     assert index.upsert(ind("a", "203.0.113.1"), now=NOW) == set()
     assert index.upsert(ind("a", "203.0.113.1", score=90), now=NOW) == {key("203.0.113.1")}
+
+
+def row(id_: str, value: str, updated: str, valid_until: str | None = None) -> dict[str, object]:
+    return {
+        "id": id_,
+        "entity_type": "Indicator",
+        "pattern_type": "stix",
+        "pattern": f"[ipv4-addr:value = '{value}']",
+        "x_opencti_score": 70,
+        "x_opencti_main_observable_type": "IPv4-Addr",
+        "created_at": updated,
+        "updated_at": updated,
+        "valid_until": valid_until,
+    }
+
+
+def test_a_full_read_maps_only_rows_that_changed_or_expired() -> None:
+    index = DesiredIndex(POLICY)
+    rows = [
+        row("a", "203.0.113.1", "2026-05-25T00:00:00Z"),
+        row("b", "203.0.113.2", "2026-05-25T00:00:00Z", valid_until="2026-06-03T00:00:00Z"),
+    ]
+
+    def full_read(when: datetime) -> DesiredState:
+        index.begin()
+        for r in rows:
+            index.read_row(r, now=when)
+        return index.finish()
+
+    first = full_read(NOW)
+    assert index.mapped == 2
+    assert full_read(NOW) == first and index.mapped == 0  # nothing changed: from memory
+    rows[0] = row("a", "203.0.113.9", "2026-05-31T00:00:00Z")  # edited (updated_at moves)
+    edited = full_read(NOW)
+    assert index.mapped == 1 and key("203.0.113.9") in edited.desired
+    later = full_read(datetime(2026, 6, 4, tzinfo=UTC))  # b's valid_until has passed
+    assert index.mapped == 1
+    assert key("203.0.113.2") not in later.desired and key("203.0.113.2") in later.expired_keys
+    assert later == build_desired(
+        [i for i in map(indicator_from_graphql, rows) if isinstance(i, OpenCTIIndicator)],
+        POLICY,
+        datetime(2026, 6, 4, tzinfo=UTC),
+    )
