@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from reconciler.sandbox.opencti import OpenCTIEmulator
 
@@ -117,3 +118,33 @@ def stream_helpers(_pycti_hook_guard: None) -> Iterator[StreamHelpers]:
 def emulator() -> Iterator[OpenCTIEmulator]:
     with OpenCTIEmulator(token=TOKEN, heartbeat_interval=0.2, retry_ms=100) as emu:
         yield emu
+
+
+def first_run_recovery(emu: OpenCTIEmulator) -> list[dict[str, Any]]:
+    """Messages of a connection from the very beginning with ``recover`` far ahead, up to the
+    first heartbeat (which follows the recovery): ``{id, event, data}`` with ``data`` parsed.
+    Read in large chunks: line by line, a megabyte of events costs the client seconds."""
+    headers = {
+        "authorization": f"Bearer {emu.token}",
+        "Last-Event-ID": "0-0",
+        "recover": "2100-01-01T00:00:00.000Z",
+    }
+    chunks: list[bytes] = []
+    url = f"{emu.url}/stream/{emu.stream_id}"
+    with requests.get(url, headers=headers, stream=True, timeout=WAIT) as response:
+        tail = b""
+        while b"\nevent: heartbeat\n" not in tail:
+            chunk = response.raw.read1(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            tail = tail[-32:] + chunk
+    messages = []
+    for block in b"".join(chunks).decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if fields.get("event") == "heartbeat":
+            break
+        if "id" in fields and "data" in fields:
+            fields["data"] = json.loads(fields["data"])
+            messages.append(fields)
+    return messages

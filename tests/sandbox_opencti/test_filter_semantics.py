@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from reconciler.sandbox.dataset import generate_indicators
 from reconciler.sandbox.opencti import STIX_EXT_OCTI, OpenCTIEmulator
 
 from .cases import CASES, Case, expected
-from .conftest import TOKEN
+from .conftest import TOKEN, first_run_recovery
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +37,7 @@ def api(emu: OpenCTIEmulator) -> Any:
 
 def recovered_ids(emu: OpenCTIEmulator) -> set[str]:
     """Internal ids of the first-run recovery of a connection from the very beginning."""
-    headers = {
-        "authorization": f"Bearer {TOKEN}",
-        "Last-Event-ID": "0-0",
-        "recover": "2100-01-01T00:00:00.000Z",
-    }
-    found: set[str] = set()
-    url = f"{emu.url}/stream/{emu.stream_id}"
-    with requests.get(url, headers=headers, stream=True, timeout=10) as response:
-        event = ""
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                event = line[len("event: ") :]
-                if event == "heartbeat":
-                    break
-            elif line.startswith("data: ") and event == "create":
-                data = json.loads(line[len("data: ") :])["data"]
-                found.add(data["extensions"][STIX_EXT_OCTI]["id"])
-    return found
+    return {m["data"]["data"]["extensions"][STIX_EXT_OCTI]["id"] for m in first_run_recovery(emu)}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
