@@ -96,9 +96,7 @@ def test_ids_not_eq_excludes_every_id_form(
 
 
 @pytest.mark.parametrize(("operator", "mode"), [("gt", "or"), ("eq", "and"), ("not_eq", "and")])
-def test_ids_takes_equality_in_mode_or_only(
-    emu: OpenCTIEmulator, operator: str, mode: str
-) -> None:
+def test_ids_takes_equality_in_mode_or_only(emu: OpenCTIEmulator, operator: str, mode: str) -> None:
     body = listing(emu, ids_and_label([EXTRA_STIX_ID], operator, mode))
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "UNSUPPORTED_ERROR"
