@@ -179,3 +179,47 @@ def test_recovery_messages_are_in_update_order_with_unique_ids(
     assert len(messages) == 3001 and keys == sorted(set(keys))
     assert updated == sorted(updated, key=parse_date)
     assert {m["data"]["origin"]["referer"] for m in messages} == {"init"}
+
+
+def test_cursors_continue_by_value_when_rows_change(lazy_emu: OpenCTIEmulator) -> None:
+    from pycti import OpenCTIApiClient
+
+    api = OpenCTIApiClient(lazy_emu.url, TOKEN, log_level="error")
+    kw: dict[str, Any] = {"orderBy": "created_at", "orderMode": "asc", "withPagination": True}
+    whole = api.indicator.list(first=300, customAttributes="id", **kw)["entities"]
+    first = api.indicator.list(first=100, customAttributes="id", **kw)
+    lazy_emu.delete_indicator(first["entities"][-1]["id"])  # the cursor's own row
+    lazy_emu.delete_indicator(whole[150]["id"])  # a row of the next page
+    after = first["pagination"]["endCursor"]
+    nxt = api.indicator.list(first=100, after=after, customAttributes="id", **kw)["entities"]
+    assert [n["id"] for n in nxt] == [n["id"] for n in whole[100:201] if n != whole[150]]
+    with pytest.raises(ValueError, match="Invalid cursor"):
+        api.indicator.list(first=10, after=after, orderBy="name", customAttributes="id")
+
+
+def test_command_line_serves_a_lazy_population() -> None:
+    import subprocess
+    import sys
+
+    import requests
+
+    command = [sys.executable, "-m", "reconciler.sandbox.opencti", "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--count", "200000", "--lazy"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split(" on ", 1)[1].split()[0]
+        query = "query { indicators(first: 3) { edges { node { id } } pageInfo { globalCount } } }"
+        answer = requests.post(
+            f"{url}/graphql",
+            json={"query": query},
+            headers={"Authorization": "Bearer opencti-token"},
+            timeout=10,
+        ).json()
+        assert answer["data"]["indicators"]["pageInfo"]["globalCount"] == 200_000
+    finally:
+        process.terminate()
+        process.wait(timeout=5)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.sandbox.opencti.core import GraphQLError, Record
-from reconciler.sandbox.opencti.filters import BOOL, DATE, NUMBER, STRING, date_ms
+from reconciler.sandbox.opencti.filters import DATE, NUMBER, STRING, date_ms
 from reconciler.sandbox.opencti.population import Population
 
 #: IndicatorsOrdering values the fake sorts on → (record field, how it compares).
@@ -34,7 +34,6 @@ ORDERINGS: dict[str, tuple[str, str]] = {
     "confidence": ("confidence", NUMBER),
     "name": ("name", STRING),
     "pattern_type": ("pattern_type", STRING),
-    "revoked": ("revoked", BOOL),
     "id": ("id", STRING),
     "_score": ("created_at", DATE),
 }
@@ -88,8 +87,6 @@ class Sort:
             return date_ms(value)
         if self.kind == STRING:
             return str(value).lower()
-        if self.kind == BOOL:
-            return bool(value)
         return value
 
     def key(self, value: Any, std: str) -> SortKey:
@@ -103,8 +100,9 @@ class Sort:
         """The key a cursor continues after; GraphQLError when it is not one of ours."""
         try:
             value, std = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
-            if not isinstance(std, str):
-                raise TypeError(std)
+            expected = str if self.kind == STRING else (int, float)
+            if not isinstance(std, str) or not (value is None or isinstance(value, expected)):
+                raise TypeError(value)
         except (ValueError, TypeError) as exc:
             raise GraphQLError("Invalid cursor", "UNSUPPORTED_ERROR") from exc
         return self.key(value, std)
