@@ -19,6 +19,7 @@ from reconciler.defaults import OWNERSHIP_TAG
 __all__ = [
     "IGNORABLE_FIELDS",
     "MANAGED_FIELDS",
+    "OBSERVABLE_TYPES",
     "SERVER_FIELDS",
     "Action",
     "DefenderIndicator",
@@ -48,6 +49,19 @@ class IndicatorType(StrEnum):
     IP_ADDRESS = "IpAddress"
     DOMAIN_NAME = "DomainName"
     URL = "Url"
+
+
+#: OpenCTI observable types the mapping can deploy, as OpenCTI spells them (a policy rule may
+#: match on these or on an ``IndicatorType``).
+OBSERVABLE_TYPES: tuple[str, ...] = (
+    "IPv4-Addr",
+    "IPv6-Addr",
+    "Domain-Name",
+    "Hostname",
+    "Url",
+    "StixFile",
+    "Artifact",
+)
 
 
 class Action(StrEnum):
@@ -227,8 +241,9 @@ class _Wire(BaseModel):
 class DesiredIndicator(_Wire):
     """One Defender indicator as OpenCTI says it should be (built by ``mapping``).
 
-    The wire fields are exactly what is sent; ``score``, ``updated_at`` and ``opencti_ids`` are
-    metadata for merging, quota priority and reports and never leave the process.
+    The wire fields are exactly what is sent; ``score``, ``updated_at``, ``opencti_ids``,
+    ``rule`` and ``note`` are metadata for merging, quota priority and reports and never leave
+    the process.
     """
 
     indicator_type: IndicatorType
@@ -248,6 +263,10 @@ class DesiredIndicator(_Wire):
     score: int = Field(default=0, exclude=True)
     updated_at: datetime | None = Field(default=None, exclude=True)
     opencti_ids: tuple[str, ...] = Field(default=(), exclude=True)
+    #: The name of the policy rule that produced this spec (shown in plans, never sent).
+    rule: str = Field(default="", exclude=True)
+    #: Why the spec departs from its rule (revoked or expired, kept as Audit by the policy).
+    note: str = Field(default="", exclude=True)
 
     @field_validator("expiration_time", "updated_at", mode="before")
     @classmethod
@@ -442,13 +461,17 @@ class SkipReason(StrEnum):
     EXPIRED = "expired"  # valid_until / expiry cap already passed (owned copies expired)
     QUOTA = "quota"  # over the 15,000-indicator room; lowest priority dropped
     SUPERSEDED = "superseded"  # merged into a higher-priority indicator with the same key
+    EXCLUDED = "excluded"  # the value is in a policy exclusion (owned copies deleted)
+    OPTED_OUT = "opted_out"  # the indicator carries the policy's skip label (copies deleted)
+    NOT_DEPLOYED_BY_RULE = "not_deployed_by_rule"  # its policy rule says deploy: false
 
 
 class Skipped(BaseModel):
     """An OpenCTI indicator, or one value of it, that will not be deployed, and why.
 
-    ``key`` is set when the Defender key is known (revoked/expired/quota), so the plan can turn
-    an owned copy of that key into an ``expire`` change."""
+    ``key`` is set when the Defender key is known (revoked/expired/quota, and the policy's
+    excluded/opted_out/not_deployed_by_rule), so the plan can remove an owned copy of that key
+    (an ``expire`` change for revoked/expired, a ``delete`` for the policy's reasons)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -457,3 +480,5 @@ class Skipped(BaseModel):
     detail: str = ""
     key: IndicatorKey | None = None
     name: str | None = None
+    #: The policy entry that decided: a rule's name, or an exclusion's (reason ``excluded``).
+    rule: str | None = None

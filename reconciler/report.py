@@ -1,8 +1,10 @@
 """Views of a ``Plan``: Terraform-like text, versioned JSON, Markdown for tickets and PRs.
 
 Renderers only display what ``plan`` decided: they never diff, call an API, read the clock or
-decide anything. The JSON is ``Plan.to_dict`` as is (``format_version`` "1"), validated by
-``plan.schema.json`` shipped next to this module. Large plans stay readable: changes are
+decide anything. Each change shows the policy rule that produced it (``rule: <name>``, or
+``exclusion: <name>`` for an excluded value) unless its detail already names it. The JSON is
+``Plan.to_dict`` as is (``format_version`` "1"), validated by ``plan.schema.json`` shipped next
+to this module. Large plans stay readable: changes are
 grouped by change kind, each group cut after ``limit_per_kind`` with a count of what was left
 out, skips are summarised by reason with a few examples.
 """
@@ -116,6 +118,15 @@ def _ids_text(ids: tuple[str, ...]) -> str:
     return shown + (f" (+{len(ids) - _MAX_IDS} more)" if len(ids) > _MAX_IDS else "")
 
 
+def _rule_text(change: Change) -> str:
+    """``rule: <name>`` (``exclusion: <name>`` for an excluded value), or "" when no rule
+    decided or the detail already names it."""
+    if not change.rule or f"{change.rule!r}" in change.detail:
+        return ""
+    what = "exclusion" if change.reason == "excluded" else "rule"
+    return f"{what}: {change.rule}"
+
+
 def _field_pairs(change: Change) -> list[tuple[str, Any, Any]]:
     before, after = change.before or {}, change.after or {}
     return [(f, before.get(f), after.get(f)) for f in change.fields]
@@ -197,6 +208,8 @@ def _text_block(change: Change, paint: Callable[[str, str], str], width: int) ->
         room = max((width - len(label) - 3) // 2, 8)
         lines.append(f"{label} {_clip(_value(old_v), room)} → {_clip(_value(new_v), room)}")
 
+    if _rule_text(change):  # its own line: a long detail never cuts it off
+        lines.append(_clip(f"      {_rule_text(change)}", width))
     note = f"reason: {change.reason}"
     if change.detail:
         note += f" — {change.detail}"
@@ -220,6 +233,8 @@ def _text_skips(plan: Plan, width: int) -> list[str]:
                 parts.append(f"opencti: {_ids_text(change.opencti_ids)}")
             if change.detail:
                 parts.append(change.detail)
+            if _rule_text(change):
+                parts.append(_rule_text(change))
             lines.append(_clip("      " + " · ".join(parts), width))
         if len(group) > _SKIP_EXAMPLES:
             lines.append(f"      … {len(group) - _SKIP_EXAMPLES:,} more")
@@ -321,7 +336,7 @@ def render_markdown(plan: Plan, *, limit_per_kind: int | None = 100) -> str:
 
 
 def _md_rows(changes: Iterable[Change]) -> list[str]:
-    rows = ["| type | value | id | fields | reason |", "|---|---|---|---|---|"]
+    rows = ["| type | value | id | fields | reason | rule |", "|---|---|---|---|---|---|"]
     for c in changes:
         t = c.key.type.value if c.key else ""
         v = _md(c.key.value) if c.key else ""
@@ -329,7 +344,8 @@ def _md_rows(changes: Iterable[Change]) -> list[str]:
             f"{name}: {_value(old)} → {_value(new)}" for name, old, new in _field_pairs(c)
         )
         reason = f"`{c.reason}`" + (f" — {_md(c.detail, 200)}" if c.detail else "")
-        rows.append(f"| {t} | {v} | {c.defender_id or ''} | {_md(fields, 200)} | {reason} |")
+        cells = [t, v, c.defender_id or "", _md(fields, 200), reason, _md(c.rule, 80)]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
@@ -351,7 +367,8 @@ def _skip_example(c: Change) -> str:
     parts = [_key_text(c)] if c.key else []
     parts += list(c.opencti_ids[:1])
     text = " ".join(parts)
-    return f"{text} ({c.detail})" if c.detail else text
+    notes = [n for n in (c.detail, _rule_text(c)) if n]
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def _md_skips(plan: Plan) -> list[str]:

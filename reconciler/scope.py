@@ -11,9 +11,10 @@ equals the matching slice of a full plan.
 
 A full read goes through ``read_row``, which remembers each listing row's mapping between
 full reads: a row whose fingerprint (``updated_at`` and the fields mapping reads most) is the
-same as last time, and whose mapping cannot have changed with time (its expiry is still ahead),
-is not parsed and mapped again. OpenCTI bumps ``updated_at`` on every change of an indicator,
-so this saves the bulk of a steady-state no-op without changing any result.
+same as last time, and whose mapping cannot have changed with time (the earliest expiry of its
+specs, each under its own policy rule, is still ahead), is not parsed and mapped again.
+OpenCTI bumps ``updated_at`` on every change of an indicator, so this saves the bulk of a
+steady-state no-op without changing any result.
 
 Pure: no I/O, no clock (``now`` is an argument).
 """
@@ -30,7 +31,6 @@ from reconciler.mapping import (
     MappingPolicy,
     MappingResult,
     OpenCTIIndicator,
-    expiration_time,
     indicator_from_graphql,
     map_indicator,
     merge_results,
@@ -61,13 +61,29 @@ class _Memo:
 
 
 def _fingerprint(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    # Labels, markings and author too: policy rules match on them, and an author renamed in
+    # OpenCTI does not bump the indicator's updated_at.
     return (
         row.get("updated_at"),
         row.get("x_opencti_score"),
         row.get("revoked"),
         row.get("valid_until"),
         row.get("pattern"),
+        row.get("objectLabel"),
+        row.get("objectMarking"),
+        row.get("createdBy"),
     )
+
+
+def _holds_until(result: MappingResult, now: datetime) -> datetime | None:
+    """When ``result`` stops being the mapping of its indicator as time passes: the earliest
+    expiry of its specs (each under its own rule's ``expire_time``); ``None``: never."""
+    ahead = [
+        d.expiration_time
+        for d in result.desired
+        if d.expiration_time is not None and now < d.expiration_time
+    ]
+    return min(ahead) if ahead else None
 
 
 def _keys(result: MappingResult) -> set[IndicatorKey]:
@@ -144,9 +160,9 @@ class DesiredIndex:
             read = RowRead(item.opencti_id, None, None, None, item)
             until = None
         else:
+            assert result is not None  # only an unreadable row maps to None
             read = RowRead(item.id, item.score, item.updated_at, result)
-            expires = expiration_time(item, self.policy)
-            until = expires if expires is not None and now < expires else None
+            until = _holds_until(result, now)
         if read.opencti_id:
             self._memo_next[read.opencti_id] = _Memo(fingerprint, read, until)
         return read

@@ -5,6 +5,22 @@ deterministic merge of several indicators that land on one Defender key (``merge
 Implements these decisions of the package docstring: ``Audit`` always sends
 ``generateAlert: true``, and expiry is compared with a clock value only when the caller passes
 ``now``. Total (bad input is a skip, never an exception) and pure: reads no clock, no I/O.
+
+The policy decides each value in this order, the first that applies wins:
+
+1. a value in an exclusion: skipped ``excluded`` (naming the exclusion), whatever else holds;
+2. an indicator carrying ``skip_label``: every value skipped ``opted_out``;
+3. a revoked indicator under ``on_revoke: delete``: every value skipped ``revoked``;
+4. the value's rule (first match, else the default rule) says ``deploy: false``: skipped
+   ``not_deployed_by_rule``;
+5. past its expiry (the rule's ``expire_time``) under ``on_expire: delete``: skipped
+   ``expired``;
+6. deployed with the rule's fields; a revoked (``on_revoke: audit``) or expired
+   (``on_expire: audit``, then without an expiry) indicator as ``Audit`` with an alert, the
+   rule's other fields kept and a ``note`` saying why.
+
+Keys skipped for 1-5 are withdrawn: the planner removes owned copies of a key no live
+indicator wants (``DesiredState.expired_keys``).
 """
 
 from __future__ import annotations
@@ -16,12 +32,13 @@ from reconciler.mapping.fields import (
     _action_for,
     _description,
     _title,
-    expiration_time,
+    expires_after,
     score_severity,
 )
 from reconciler.mapping.models import DesiredState, MappingResult, ObservableValue, OpenCTIIndicator
 from reconciler.mapping.pattern import PatternRejected, parse_stix_pattern
-from reconciler.mapping.policy import MappingPolicy
+from reconciler.mapping.policy import MappingPolicy, Retire
+from reconciler.mapping.rules import Outcome
 from reconciler.mapping.values import _canonical_key
 from reconciler.model import (
     Action,
@@ -45,14 +62,31 @@ _DESIRED_FIELDS: set[str] = set(DesiredIndicator.model_fields)
 _SKIPPED_FIELDS: set[str] = set(Skipped.model_fields)
 
 
-def _skip(
-    ind: OpenCTIIndicator, reason: SkipReason, detail: str, key: IndicatorKey | None = None
-) -> Skipped:
-    return trusted_model(
-        Skipped,
-        _SKIPPED_FIELDS,
-        {"opencti_id": ind.id, "reason": reason, "detail": detail, "key": key, "name": ind.name},
+#: Skip reasons that withdraw a key (an owned copy no live indicator wants is removed), most
+#: specific first: the reason a withdrawn key is removed for when several apply.
+_WITHDRAWN: dict[SkipReason, int] = {
+    reason: rank
+    for rank, reason in enumerate(
+        (
+            SkipReason.EXCLUDED,
+            SkipReason.OPTED_OUT,
+            SkipReason.NOT_DEPLOYED_BY_RULE,
+            SkipReason.REVOKED,
+            SkipReason.EXPIRED,
+        )
     )
+}
+
+
+def _skip(
+    ind: OpenCTIIndicator,
+    reason: SkipReason,
+    detail: str,
+    key: IndicatorKey | None = None,
+    rule: str | None = None,
+) -> Skipped:
+    values = {"opencti_id": ind.id, "reason": reason, "detail": detail, "key": key}
+    return trusted_model(Skipped, _SKIPPED_FIELDS, {**values, "name": ind.name, "rule": rule})
 
 
 def _values(ind: OpenCTIIndicator) -> tuple[ObservableValue, ...] | Skipped:
@@ -100,42 +134,102 @@ def _map(ind: OpenCTIIndicator, policy: MappingPolicy, now: datetime | None) -> 
     values = _values(ind)
     if isinstance(values, Skipped):
         return MappingResult(skipped=(values,))
-    keys: list[IndicatorKey] = []
+    found, excluded, skipped = _find_keys(ind, values, policy)
+    if not found and not excluded and not skipped:
+        return MappingResult(skipped=(_skip(ind, SkipReason.NO_VALUE, "no deployable value"),))
+    keys = sorted(found)
+    label = policy.skip_label_folded
+    if keys and label is not None and any(lab.casefold() == label for lab in ind.labels):
+        detail = f"carries the label {policy.skip_label!r} (policy.skip_label)"
+        opted = tuple(_skip(ind, SkipReason.OPTED_OUT, detail, k) for k in keys)
+        return MappingResult(skipped=(*opted, *excluded, *skipped))
+    if ind.revoked and policy.on_revoke is Retire.DELETE:
+        if not keys and not excluded:
+            return MappingResult(skipped=(_skip(ind, SkipReason.REVOKED, "revoked in OpenCTI"),))
+        revoked = tuple(_skip(ind, SkipReason.REVOKED, "revoked in OpenCTI", k) for k in keys)
+        return MappingResult(skipped=(*revoked, *excluded))
+    desired, key_skips = _by_rule(ind, keys, found, policy, now)
+    return MappingResult(desired=tuple(desired), skipped=(*key_skips, *excluded, *skipped))
+
+
+def _find_keys(
+    ind: OpenCTIIndicator, values: Sequence[ObservableValue], policy: MappingPolicy
+) -> tuple[dict[IndicatorKey, str], list[Skipped], list[Skipped]]:
+    """The deployable keys (each with the OpenCTI type of the value it came from), the
+    excluded ones (as skips, in key order), and the values that are not deployable."""
+    found: dict[IndicatorKey, str] = {}
+    excluded: dict[IndicatorKey, Skipped] = {}
     skipped: list[Skipped] = []
+    exclusions = policy.exclusion_set
     for obs in values:
         outcome = _canonical_key(obs, policy)
-        if isinstance(outcome, IndicatorKey):
-            if outcome not in keys:
-                keys.append(outcome)
-        else:
+        if not isinstance(outcome, IndicatorKey):
             skip = _skip(ind, outcome[0], outcome[1])
             if skip not in skipped:
                 skipped.append(skip)
-    keys.sort()
+            continue
+        if outcome in found or outcome in excluded:
+            continue
+        hit = exclusions.match(outcome, obs) if exclusions else None
+        if hit is None:
+            found[outcome] = obs.type
+        else:
+            detail = hit.detail(outcome)
+            excluded[outcome] = _skip(ind, SkipReason.EXCLUDED, detail, outcome, hit.name)
     skipped.sort(key=_skip_order)
-    if not keys and not skipped:
-        return MappingResult(skipped=(_skip(ind, SkipReason.NO_VALUE, "no deployable value"),))
+    return found, [excluded[k] for k in sorted(excluded)], skipped
 
-    if ind.revoked:
-        if not keys:
-            return MappingResult(skipped=(_skip(ind, SkipReason.REVOKED, "revoked in OpenCTI"),))
-        return MappingResult(
-            skipped=tuple(_skip(ind, SkipReason.REVOKED, "revoked in OpenCTI", k) for k in keys)
-        )
-    expires = expiration_time(ind, policy)
-    if now is not None and expires is not None and expires <= now:
-        detail = f"expired at {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-        return MappingResult(
-            skipped=tuple(_skip(ind, SkipReason.EXPIRED, detail, k) for k in keys) + tuple(skipped)
-        )
-    desired = tuple(_desired(ind, key, policy, expires) for key in keys)
-    return MappingResult(desired=desired, skipped=tuple(skipped))
+
+def _by_rule(
+    ind: OpenCTIIndicator,
+    keys: Sequence[IndicatorKey],
+    found: dict[IndicatorKey, str],
+    policy: MappingPolicy,
+    now: datetime | None,
+) -> tuple[list[DesiredIndicator], list[Skipped]]:
+    """Steps 4-6 of the module docstring, per key: its rule, its expiry, its spec."""
+    book = policy.rule_book
+    candidates = book.candidates(ind)  # the per-indicator pass over the rules, done once
+    desired: list[DesiredIndicator] = []
+    skips: list[Skipped] = []
+    for key in keys:
+        outcome = book.pick(candidates, key.type, found[key])
+        if not outcome.deploy:
+            detail = f"rule {outcome.rule!r} says deploy: false"
+            skips.append(_skip(ind, SkipReason.NOT_DEPLOYED_BY_RULE, detail, key, outcome.rule))
+            continue
+        expires = expires_after(ind, outcome.expire_days)
+        expired = now is not None and expires is not None and expires <= now
+        if expired and policy.on_expire is Retire.DELETE:
+            assert expires is not None  # expired implies it
+            detail = f"expired at {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+            skips.append(_skip(ind, SkipReason.EXPIRED, detail, key))
+            continue
+        note = _kept_as_audit(ind.revoked, expires if expired else None)
+        desired.append(_desired(ind, key, outcome, policy, None if expired else expires, note))
+    return desired, skips
+
+
+def _kept_as_audit(revoked: bool, expired_at: datetime | None) -> str:
+    """Why a spec is ``Audit`` whatever its rule says ("" when it is not)."""
+    reasons = []
+    if revoked:
+        reasons.append("revoked in OpenCTI (policy.on_revoke: audit)")
+    if expired_at is not None:
+        when = expired_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        reasons.append(f"expired at {when} (policy.on_expire: audit)")
+    return "; ".join(reasons) + ": kept as Audit" if reasons else ""
 
 
 def _desired(
-    ind: OpenCTIIndicator, key: IndicatorKey, policy: MappingPolicy, expires: datetime | None
+    ind: OpenCTIIndicator,
+    key: IndicatorKey,
+    outcome: Outcome,
+    policy: MappingPolicy,
+    expires: datetime | None,
+    note: str,
 ) -> DesiredIndicator:
-    action = _action_for(key.type, ind.score, policy)
+    action = Action.AUDIT if note else _action_for(key.type, ind.score, outcome)
     educate = (
         policy.educate_url
         if key.type is IndicatorType.URL and action in {Action.BLOCK, Action.WARN}
@@ -148,25 +242,31 @@ def _desired(
             "indicator_type": key.type,
             "indicator_value": key.value,
             "action": action,
-            "severity": score_severity(ind.score),
+            "severity": outcome.severity or score_severity(ind.score),
             "title": _title(ind, key),
             "description": _description(ind),
             "application": policy.ownership_tag,
             "external_id": ind.id,
             "expiration_time": expires,
-            "generate_alert": True if action is Action.AUDIT else policy.generate_alert,
-            "rbac_group_names": tuple(sorted(set(policy.rbac_group_names))),
-            "recommended_actions": policy.recommended_actions,
+            "generate_alert": True if action is Action.AUDIT else outcome.generate_alert,
+            "rbac_group_names": outcome.rbac_group_names,
+            "recommended_actions": outcome.recommended_actions,
             "educate_url": educate,
             "score": max(ind.score or 0, 0),
             "updated_at": ind.updated_at,
             "opencti_ids": (ind.id,),
+            "rule": outcome.rule,
+            "note": note,
         },
     )
 
 
 def _skip_order(skip: Skipped) -> tuple[str, str, str, str]:
     return (skip.opencti_id, skip.reason.value, str(skip.key or ""), skip.detail)
+
+
+def _withdrawn_order(skip: Skipped) -> tuple[int, str, str, str, str]:
+    return (_WITHDRAWN.get(skip.reason, len(_WITHDRAWN)), *_skip_order(skip))
 
 
 _EPOCH = datetime(1, 1, 1, tzinfo=UTC)
@@ -209,8 +309,8 @@ def build_desired(
     now: datetime | None = None,
 ) -> DesiredState:
     """Map every indicator, merge per key, and collect every skip (read failures, value skips,
-    ``superseded`` losers). ``expired_keys`` are the keys of revoked/expired indicators that no
-    live indicator wants."""
+    ``superseded`` losers). ``expired_keys`` are the withdrawn keys (revoked, expired, or skipped
+    by the policy: excluded, opted out, not deployed by rule) that no live indicator wants."""
     results: list[MappingResult] = []
     read_skips: list[Skipped] = []
     for item in indicators:
@@ -253,9 +353,8 @@ def merge_results(
             )
 
     expired: dict[IndicatorKey, Skipped] = {}
-    gone = (SkipReason.REVOKED, SkipReason.EXPIRED)
-    for skip in sorted(skipped, key=_skip_order):
-        if skip.reason in gone and skip.key is not None and skip.key not in desired:
+    for skip in sorted(skipped, key=_withdrawn_order):
+        if skip.reason in _WITHDRAWN and skip.key is not None and skip.key not in desired:
             expired.setdefault(skip.key, skip)
     unique = sorted(set(skipped), key=_skip_order)
     return DesiredState(

@@ -1,10 +1,10 @@
 """Field rules of one Defender spec: score → action and severity (the seed's tables), the
-action a policy fixes or forces, expiry, title, and the description with its labels line, within
+action a policy rule fixes, expiry, title, and the description with its labels line, within
 their length limits.
 
 Implements these decisions of the package docstring: no ``BlockAndRemediate`` on network types,
-``passive_only`` forces ``Audit``, the title and description limits (the labels line kept whole)
-and ``expirationTime`` from the indicator's own dates. Pure: never reads a clock, no I/O.
+the title and description limits (the labels line kept whole) and ``expirationTime`` from the
+indicator's own dates. Pure: never reads a clock, no I/O.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler.mapping.models import OpenCTIIndicator
 from reconciler.mapping.policy import MappingPolicy
+from reconciler.mapping.rules import Outcome
 from reconciler.model import Action, IndicatorKey, IndicatorType, Severity
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "LABELS_PREFIX_TAG",
     "TITLE_LIMIT",
     "expiration_time",
+    "expires_after",
     "labels_line",
     "score_action",
     "score_severity",
@@ -61,26 +63,31 @@ def score_severity(score: int | None) -> Severity:
     return Severity.INFORMATIONAL
 
 
-def _action_for(ind_type: IndicatorType, score: int | None, policy: MappingPolicy) -> Action:
-    if policy.passive_only:
-        return Action.AUDIT
-    action = policy.action or score_action(score)
+def _action_for(ind_type: IndicatorType, score: int | None, outcome: Outcome) -> Action:
+    """The rule's action (``passive_only`` made the default rule's ``Audit``), else the score
+    table's."""
+    action = outcome.action or score_action(score)
     if action is Action.BLOCK_AND_REMEDIATE and ind_type in _NETWORK_TYPES:
         return Action.BLOCK  # Defender refuses BlockAndRemediate on network indicators
     return action
 
 
 def expiration_time(ind: OpenCTIIndicator, policy: MappingPolicy) -> datetime | None:
+    """The expiry under the default rule (``policy.expire_days``); see ``expires_after``."""
+    return expires_after(ind, policy.expire_days)
+
+
+def expires_after(ind: OpenCTIIndicator, expire_days: int) -> datetime | None:
     """The earlier of ``valid_until`` and (``updated_at`` or ``created_at``) + ``expire_days``
-    (0 = no cap), whole seconds. Never reads a clock."""
+    (0 = no cap; a rule may set its own), whole seconds. Never reads a clock."""
     candidates: list[datetime] = []
     if ind.valid_until is not None:
         candidates.append(ind.valid_until)
     base = ind.updated_at or ind.created_at
-    if policy.expire_days > 0 and base is not None:
+    if expire_days > 0 and base is not None:
         # Beyond year 9999 (OverflowError) no cap is as good as any.
         with contextlib.suppress(OverflowError):
-            candidates.append(base + timedelta(days=policy.expire_days))
+            candidates.append(base + timedelta(days=expire_days))
     if not candidates:
         return None
     return min(candidates).astimezone(UTC).replace(microsecond=0)

@@ -47,6 +47,14 @@ class OpenCTIIndicator:
     main_observable_type: str | None = None
     observable_values: tuple[ObservableValue, ...] = ()
     detection: bool | None = None
+    #: Marking definitions (``TLP:AMBER``); a marking read without one shows as its id.
+    markings: tuple[str, ...] = ()
+    #: Internal and STIX ids of the markings (a rule may name a marking by id).
+    marking_ids: tuple[str, ...] = ()
+    #: The author's (``createdBy``) name, when the rendering carries it.
+    author: str | None = None
+    #: The author's internal and STIX ids.
+    author_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +69,10 @@ class MappingResult:
 class DesiredState:
     """The merged desired side of a reconcile.
 
-    ``expired_keys`` holds keys that only revoked/expired indicators produce (never a key that
-    is also desired), so the planner can expire owned copies."""
+    ``expired_keys`` holds the withdrawn keys: keys that only revoked/expired indicators, or
+    the policy's skips (excluded, opted_out, not_deployed_by_rule), produce (never a key that is
+    also desired), each with the skip it is removed for (the most specific reason first), so the
+    planner can remove owned copies (``expire`` for revoked/expired, ``delete`` for the rest)."""
 
     desired: dict[IndicatorKey, DesiredIndicator]
     skipped: tuple[Skipped, ...]

@@ -5,6 +5,12 @@
 Total: a shape they do not understand becomes a ``Skipped`` (``no_value``), never an exception.
 They only read and normalise fields: finding, canonicalising and validating the deployable
 values is the mapper's job. No I/O.
+
+Markings and author (what policy rules match on): a GraphQL node carries them whole
+(``objectMarking { id standard_id definition }``, ``createdBy { id standard_id name }``); a
+STIX object carries only their ids (``object_marking_refs``, ``created_by_ref``), so the TLP
+markings, whose STIX ids the STIX 2.1 specification fixes, are given their definitions here and
+other markings and the author are known by id only.
 """
 
 from __future__ import annotations
@@ -22,6 +28,15 @@ __all__ = ["OCTI_EXTENSION", "indicator_from_graphql", "indicator_from_stix"]
 
 #: The OpenCTI property extension inside a stream event's STIX object.
 OCTI_EXTENSION = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
+
+#: The TLP marking definitions by the STIX ids the STIX 2.1 specification gives them (OpenCTI
+#: keeps these ids; ``TLP:WHITE`` is called ``TLP:CLEAR`` there).
+_TLP_BY_STIX_ID = {
+    "marking-definition--613f2e26-407d-48c7-9eca-b8e91df99dc9": "TLP:CLEAR",
+    "marking-definition--34098fce-860f-48ae-8e50-ebd3cc5e41da": "TLP:GREEN",
+    "marking-definition--f88d31f6-486f-44da-b317-01333bde0b82": "TLP:AMBER",
+    "marking-definition--5e57c739-391a-4eb3-b6be-7d15ca92d5ed": "TLP:RED",
+}
 
 
 def _opt_str(value: Any) -> str | None:
@@ -114,6 +129,61 @@ def _read_labels(raw: Any) -> tuple[str, ...]:
     return tuple(labels)
 
 
+def _items(raw: Any) -> list[Mapping[str, Any]]:
+    """The objects of a GraphQL list, given as a list or as ``{edges: [{node}]}``."""
+    if isinstance(raw, Mapping):
+        edges = raw.get("edges")
+        raw = (
+            [e.get("node") for e in edges if isinstance(e, Mapping)]
+            if isinstance(edges, list)
+            else []
+        )
+    if not isinstance(raw, list | tuple):
+        return []
+    return [item for item in raw if isinstance(item, Mapping)]
+
+
+def _ids(item: Mapping[str, Any]) -> list[str]:
+    return [
+        v.strip()
+        for v in (item.get("id"), item.get("standard_id"))
+        if isinstance(v, str) and v.strip()
+    ]
+
+
+def _read_markings(raw: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(definitions, ids) of a GraphQL ``objectMarking`` list; a marking without a definition
+    is shown by its first id."""
+    names: list[str] = []
+    ids: list[str] = []
+    for item in _items(raw):
+        own = _ids(item)
+        definition = item.get("definition")
+        if isinstance(definition, str) and definition.strip():
+            names.append(definition.strip())
+        elif own:
+            names.append(own[0])
+        ids.extend(own)
+    return tuple(names), tuple(ids)
+
+
+def _read_author(raw: Any) -> tuple[str | None, tuple[str, ...]]:
+    """(name, ids) of a GraphQL ``createdBy`` object."""
+    if not isinstance(raw, Mapping):
+        return None, ()
+    name = raw.get("name")
+    shown = name.strip() if isinstance(name, str) and name.strip() else None
+    return shown, tuple(_ids(raw))
+
+
+def _stix_markings(raw: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(definitions, ids) of STIX ``object_marking_refs``: TLP ids named, others by id."""
+    if not isinstance(raw, list | tuple):
+        return (), ()
+    ids = tuple(ref.strip() for ref in raw if isinstance(ref, str) and ref.strip())
+    return tuple(_TLP_BY_STIX_ID.get(ref, ref) for ref in ids), ids
+
+
 def _invalid_input(opencti_id: Any, detail: str, name: Any = None) -> Skipped:
     return Skipped(
         opencti_id=opencti_id if isinstance(opencti_id, str) else "",
@@ -140,6 +210,8 @@ def _from_graphql(node: Any) -> OpenCTIIndicator | Skipped:
         return _invalid_input(ident, f"not an indicator: {entity_type!r}", node.get("name"))
     if not isinstance(ident, str) or not ident.strip():
         return _invalid_input("", "indicator without an OpenCTI id", node.get("name"))
+    markings, marking_ids = _read_markings(node.get("objectMarking"))
+    author, author_ids = _read_author(node.get("createdBy"))
     return OpenCTIIndicator(
         id=ident.strip(),
         standard_id=_opt_str(node.get("standard_id")),
@@ -157,6 +229,10 @@ def _from_graphql(node: Any) -> OpenCTIIndicator | Skipped:
         main_observable_type=_opt_str(node.get("x_opencti_main_observable_type")),
         observable_values=_read_observable_values(node.get("x_opencti_observable_values")),
         detection=_opt_bool(node.get("x_opencti_detection")),
+        markings=markings,
+        marking_ids=marking_ids,
+        author=author,
+        author_ids=author_ids,
     )
 
 
@@ -187,6 +263,11 @@ def _from_stix(obj: Any) -> OpenCTIIndicator | Skipped:
         value = ext.get(ext_key)
         return obj.get(top_key) if value is None else value
 
+    markings, marking_ids = _stix_markings(obj.get("object_marking_refs"))
+    author_refs = (obj.get("created_by_ref"), ext.get("created_by_ref_id"))
+    author_ids = tuple(
+        dict.fromkeys(r.strip() for r in author_refs if isinstance(r, str) and r.strip())
+    )
     return OpenCTIIndicator(
         id=ident.strip(),
         standard_id=stix_id,
@@ -208,4 +289,7 @@ def _from_stix(obj: Any) -> OpenCTIIndicator | Skipped:
             pick("observable_values", "x_opencti_observable_values")
         ),
         detection=_opt_bool(pick("detection", "x_opencti_detection")),
+        markings=markings,
+        marking_ids=marking_ids,
+        author_ids=author_ids,
     )

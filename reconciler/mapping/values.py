@@ -16,10 +16,13 @@ import bisect
 import ipaddress
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from reconciler.mapping.models import ObservableValue
-from reconciler.mapping.policy import MappingPolicy
 from reconciler.model import IndicatorKey, IndicatorType, SkipReason
+
+if TYPE_CHECKING:  # the policy compiles exclusions with this module's rules: no import cycle
+    from reconciler.mapping.policy import MappingPolicy
 
 
 def _canonical_hash_name(name: str) -> str:

@@ -81,14 +81,16 @@ def not_deployed(
     *,
     kind: ChangeKind = ChangeKind.SKIP,
 ) -> Change:
-    """A desired key with no owned copy: created, or skipped for ``reason``."""
+    """A desired key with no owned copy: created, or skipped for ``reason`` (``detail``, else
+    the spec's own note, says more)."""
     return Change(
         kind,
         d.key,
         opencti_ids=d.opencti_ids,
         after=d.to_body(),
         reason=reason.value,
-        detail=detail,
+        detail=detail or d.note,
+        rule=d.rule,
     )
 
 
@@ -100,6 +102,7 @@ def delete_change(
     *,
     kind: ChangeKind = ChangeKind.DELETE,
     detail: str = "",
+    rule: str = "",
 ) -> Change:
     """Remove the owned indicator ``ind`` (a delete, or an expire with ``kind``)."""
     return Change(
@@ -110,6 +113,7 @@ def delete_change(
         before=before_body(ind, essence),
         reason=reason,
         detail=detail,
+        rule=rule,
     )
 
 
@@ -121,6 +125,7 @@ def skip_change(s: Skipped) -> Change:
         opencti_ids=(s.opencti_id,),
         reason=s.reason.value,
         detail=_skip_detail(s),
+        rule=s.rule or "",
     )
 
 

@@ -76,6 +76,9 @@ class Reason(StrEnum):
     QUOTA = "quota"  # skip / delete: over the free room
     HELD_BY_OTHER_APPLICATION = "held_by_other_application"  # skip / delete: see ``planner``
     UNCONVERGED = "unconverged"  # skip: the same change planned run after run (see ``churn``)
+    EXCLUDED = "excluded"  # skip / delete: the value is in a policy exclusion
+    OPTED_OUT = "opted_out"  # skip / delete: the indicator carries the policy's skip label
+    NOT_DEPLOYED_BY_RULE = "not_deployed_by_rule"  # skip / delete: its rule says deploy: false
 
 
 def id_order(defender_id: str | None) -> tuple[int, int, str]:
@@ -94,7 +97,9 @@ class Change:
     ``before`` is the owned indicator's key, action, application and managed fields (wire
     names, no server fields); ``after`` the body to send (``DesiredIndicator.to_body``).
     ``fields`` names the managed fields that differ. ``key`` is ``None`` only for a skipped
-    OpenCTI indicator whose Defender key could not be worked out.
+    OpenCTI indicator whose Defender key could not be worked out. ``rule`` names the policy
+    entry that produced the change: the rule of a deployed spec, the rule or exclusion of a
+    policy skip (empty when no rule decided, e.g. a delete of something no longer in OpenCTI).
     """
 
     kind: ChangeKind
@@ -106,6 +111,7 @@ class Change:
     fields: tuple[str, ...] = ()
     reason: str = ""
     detail: str = ""
+    rule: str = ""
 
     def sort_key(self) -> tuple[Any, ...]:
         t, v = (self.key.type.value, self.key.value) if self.key else ("", "")
@@ -131,6 +137,7 @@ class Change:
             "fields": list(self.fields),
             "reason": self.reason,
             "detail": self.detail,
+            "rule": self.rule,
         }
 
     @classmethod
@@ -147,6 +154,7 @@ class Change:
             fields=tuple(data.get("fields") or ()),
             reason=str(data.get("reason", "")),
             detail=str(data.get("detail", "")),
+            rule=str(data.get("rule") or ""),  # came later: a plan saved without it has none
         )
 
 

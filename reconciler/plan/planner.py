@@ -15,8 +15,9 @@ Change kinds, decided per key (indicatorType, indicatorValue):
   so this is also right when Defender upserts on type + value and updates the row in place);
 - ``expire``  owned, not desired, its OpenCTI indicator revoked or past its expiry;
 - ``delete``  owned, not desired (removed, or left the stream's filters), a duplicate owned
-  copy of a key, a desired key cut by the quota, or an owned row of an indicator type this code
-  does not know (it can match no desired key);
+  copy of a key, a desired key cut by the quota, a key the mapping policy withdrew (reason
+  ``excluded``, ``opted_out`` or ``not_deployed_by_rule``), or an owned row of an indicator type
+  this code does not know (it can match no desired key);
 - ``skip``    desired but not deployable (mapping's reason, over the quota, or another
   application already holds the same type and value).
 
@@ -47,6 +48,7 @@ from reconciler.model import (
     DesiredIndicator,
     IndicatorKey,
     Skipped,
+    SkipReason,
     canonical_action,
 )
 from reconciler.plan.changes import (
@@ -74,6 +76,9 @@ _DEFAULT_POLICY = PlanPolicy()
 
 _HELD_DELETE_DETAIL = "another application's indicator holds the same type and value"
 
+#: Withdrawal reasons whose owned copies are ``expire`` changes (the rest are ``delete``).
+_GONE = frozenset({SkipReason.REVOKED, SkipReason.EXPIRED})
+
 
 class _Diff(NamedTuple):
     """What the diff of desired vs owned found."""
@@ -99,8 +104,9 @@ def build_plan(
 ) -> Plan:
     """Diff ``desired`` against the owned Defender indicators; pure and deterministic.
 
-    ``expired_keys`` maps keys of revoked/expired OpenCTI indicators to their ``Skipped``; an
-    owned copy of such a key (not otherwise desired) becomes ``expire``. ``complete=False``
+    ``expired_keys`` maps withdrawn keys to their ``Skipped``; an owned copy of such a key (not
+    otherwise desired) becomes ``expire`` (revoked/expired in OpenCTI) or ``delete`` (withdrawn
+    by the mapping policy), with the skip's reason, detail and rule. ``complete=False``
     (either listing failed or was truncated) keeps every destructive change out.
 
     ``scoped=True``: both sides hold only some keys (a stream event's), so the guards about
@@ -317,6 +323,8 @@ def _correction(
         after=after,
         fields=changed_fields(old_cmp, new_cmp),
         reason=reason.value,
+        detail=d.note,
+        rule=d.rule,
     )
 
 
@@ -356,14 +364,17 @@ def _retire_owned(
         elif key in expired:
             why = expired[key]
             expire_done.add((key, why.opencti_id))
+            # Revoked or expired in OpenCTI: an expire; withdrawn by the policy: a delete.
+            kind = ChangeKind.EXPIRE if why.reason in _GONE else ChangeKind.DELETE
             changes.extend(
                 delete_change(
                     i,
                     e,
                     why.reason.value,
                     (why.opencti_id,),
-                    kind=ChangeKind.EXPIRE,
+                    kind=kind,
                     detail=why.detail,
+                    rule=why.rule or "",
                 )
                 for i, e in copies
             )

@@ -54,21 +54,32 @@ def as_map(*items: DesiredIndicator) -> dict[IndicatorKey, DesiredIndicator]:
 
 
 def golden_plan(*, allow_mass_delete: bool = False) -> Plan:
-    """Every action, a triggered guard (ratio), mapping skips, a quota cut, a long value."""
-    create_ip = desired("203.0.113.45", score=80)
+    """Every action, a triggered guard (ratio), mapping skips, a quota cut, a long value, and
+    the policy's rules: rule names, an Audit kept for a revoked indicator, an excluded owned
+    copy deleted, an opted-out and a deploy-false skip."""
+    create_ip = desired("203.0.113.45", score=80, rule="block-high-scores")
     create_url = desired(
         "https://evil.example/download?id=" + "a" * 150,
         "Url",
         opencti_ids=("indicator--u1", "indicator--u2", "indicator--u3", "indicator--u4"),
         score=70,
     )
-    update_dom = desired("evil.example", "DomainName", severity="High", score=90)
+    update_dom = desired("evil.example", "DomainName", severity="High", score=90, rule="default")
     replace_url = desired("https://x.test/a", "Url", action="Block", score=60)
+    # Revoked under on_revoke: audit: the owned Block copy is replaced by an Audit one.
+    kept_audit = desired(
+        "kept.example",
+        "DomainName",
+        action="Audit",
+        score=95,
+        rule="partners",
+        note="revoked in OpenCTI (policy.on_revoke: audit): kept as Audit",
+    )
     keep = [desired(f"198.51.100.{i}", score=40) for i in range(1, 4)]
     cut = desired("192.0.2.99", score=1, updated_at="2025-01-01T00:00:00Z")
     cut_owned_src = desired("192.0.2.98", score=2)
 
-    items = [create_ip, create_url, update_dom, replace_url, *keep, cut, cut_owned_src]
+    items = [create_ip, create_url, update_dom, replace_url, kept_audit, *keep, cut, cut_owned_src]
     owned_list = [
         owned(
             "42",
@@ -79,6 +90,8 @@ def golden_plan(*, allow_mass_delete: bool = False) -> Plan:
             rbacGroupNames=["Tier2"],
         ),
         owned("7", replace_url, action="Audit"),
+        owned("8", kept_audit, action="Block"),
+        owned("14", desired("203.0.113.7")),
         *[owned(str(100 + i), d) for i, d in enumerate(keep)],
         owned("101", keep[0], title="a stale duplicate"),
         owned(
@@ -94,7 +107,15 @@ def golden_plan(*, allow_mass_delete: bool = False) -> Plan:
     ]
     revoked_key = IndicatorKey(IndicatorType.DOMAIN_NAME, "revoked.example")
     expired_key = IndicatorKey(IndicatorType.IP_ADDRESS, "198.51.100.200")
+    excluded_key = IndicatorKey(IndicatorType.IP_ADDRESS, "203.0.113.7")
     expired_keys = {
+        excluded_key: Skipped(
+            opencti_id="indicator--own",
+            reason=SkipReason.EXCLUDED,
+            detail="203.0.113.7 is covered by 203.0.113.0/24 (exclusion 'own-network')",
+            key=excluded_key,
+            rule="own-network",
+        ),
         revoked_key: Skipped(
             opencti_id="indicator--rev", reason=SkipReason.REVOKED, key=revoked_key, name="Rev"
         ),
@@ -111,6 +132,19 @@ def golden_plan(*, allow_mass_delete: bool = False) -> Plan:
             opencti_id="indicator--e1", reason=SkipReason.UNSUPPORTED_TYPE, detail="email-addr"
         ),
         Skipped(opencti_id="indicator--e2", reason=SkipReason.UNSUPPORTED_TYPE, detail="mutex"),
+        Skipped(
+            opencti_id="indicator--o1",
+            reason=SkipReason.OPTED_OUT,
+            detail="carries the label 'no-defender' (policy.skip_label)",
+            key=IndicatorKey(IndicatorType.DOMAIN_NAME, "opted.example"),
+        ),
+        Skipped(
+            opencti_id="indicator--n1",
+            reason=SkipReason.NOT_DEPLOYED_BY_RULE,
+            detail="rule 'internal-only' says deploy: false",
+            key=IndicatorKey(IndicatorType.URL, "https://ours.example/x"),
+            rule="internal-only",
+        ),
         Skipped(
             opencti_id="indicator--v1",
             reason=SkipReason.INVALID_VALUE,
@@ -129,7 +163,7 @@ def golden_plan(*, allow_mass_delete: bool = False) -> Plan:
         owned_list,
         skipped=skipped,
         expired_keys=expired_keys,
-        non_owned_count=14_993,
+        non_owned_count=14_992,
         policy=PlanPolicy(
             quota=15_000,
             max_delete_ratio=0.3,

@@ -80,8 +80,8 @@ def test_golden_plan_has_every_action_guard_and_skip(sample_plan: Plan) -> None:
 def test_text_summary_line(sample_plan: Plan) -> None:
     last = render_text(sample_plan).rstrip("\n").splitlines()[-1]
     assert last == (
-        "Plan: 2 to create, 1 to update, 1 to replace, 4 to delete, 2 to expire, "
-        "10 skipped; quota 15,000/15,000"
+        "Plan: 2 to create, 1 to update, 2 to replace, 5 to delete, 2 to expire, "
+        "12 skipped; quota 15,000/15,000"
     )
 
 
@@ -225,6 +225,7 @@ def test_json_key_order_is_stable(sample_plan: Plan) -> None:
         "fields",
         "reason",
         "detail",
+        "rule",
     ]
     assert render_json(sample_plan) == render_json(golden_plan())
 
@@ -243,8 +244,8 @@ def test_markdown_escapes_table_cells() -> None:
     md = render_markdown(plan)
     row = next(line for line in md.splitlines() if line.startswith("| Url |"))
     assert "https://x.test/a\\|b\\`c\\*d\\_e&lt;f&gt;" in row
-    # Exactly the five cell separators of the table survive.
-    assert len(re.findall(r"(?<!\\)\|", row)) == 6
+    # Exactly the seven cell separators of the table survive.
+    assert len(re.findall(r"(?<!\\)\|", row)) == 7
 
 
 def test_markdown_folds_and_truncates_long_groups() -> None:
