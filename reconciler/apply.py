@@ -118,11 +118,14 @@ def apply_plan(
     dry_run: bool = False,
     batch_size: int = BATCH,
     on_batch: Callable[[str, int], None] | None = None,
+    before_write: Callable[[str], None] | None = None,
 ) -> ApplyResult:
     """Apply ``plan`` through ``writer``; returns what happened (never raises on item errors).
 
     ``allow_mass_delete`` overrides the plan's delete guards. ``dry_run`` counts what would be
-    done and writes nothing. ``on_batch(step, n)`` is called after each write call (progress).
+    done and writes nothing. ``on_batch(step, n)`` is called after each write call (progress);
+    ``before_write(step)`` before each one (a guard: what it raises stops the apply there, with
+    nothing more sent).
     """
     result = ApplyResult(dry_run=dry_run)
     deletes = [c for c in plan.changes if c.kind in (ChangeKind.DELETE, ChangeKind.EXPIRE)]
@@ -145,12 +148,29 @@ def apply_plan(
         return result
 
     try:
+        writer = _Guarded(writer, before_write) if before_write is not None else writer
         _delete(deletes, writer, result, batch_size, on_batch)
         _write(writes, writer, result, batch_size, on_batch)
     except AuthError as exc:
         result.aborted = str(exc)
         logger.error("apply aborted: {}", exc)
     return result
+
+
+class _Guarded:
+    """A writer that asks ``before_write(step)`` before each call."""
+
+    def __init__(self, writer: DefenderWriter, before_write: Callable[[str], None]) -> None:
+        self._writer = writer
+        self._before = before_write
+
+    def import_indicators(self, bodies: Sequence[RawIndicator]) -> Sequence[_ImportResult]:
+        self._before("import")
+        return self._writer.import_indicators(bodies)
+
+    def batch_delete(self, ids: Sequence[str]) -> Sequence[_DeleteResult]:
+        self._before("delete")
+        return self._writer.batch_delete(ids)
 
 
 def _delete(

@@ -14,6 +14,15 @@ no reading, mapping or planning itself (``engine``), serves HTTP through ``healt
 built by ``service`` from ``wiring``. Shutdown: stops taking events, abandons the in-flight
 run between two write calls, leaves within ``SHUTDOWN_GRACE`` seconds. In dry-run mode
 everything runs but nothing is written.
+
+With a ``Leadership`` (leader election, ``leader.LeaseElector``), only the leader works: the
+scheduled runs of a follower do nothing, the stream is followed only while leading (a consumer
+is made from ``consumer_factory`` per term), a new leader runs a full reconcile at once
+(trigger ``takeover``), and the write guard ``is_leader()`` is checked before a run starts,
+before every write call and between write calls: a leader whose lease was not renewed in time
+abandons its run before anyone else can take the lease over. Readiness of a follower is the
+elector's (the Lease API answers); of the leader, the full-reconcile rule below. Without a
+``Leadership`` nothing of this applies and the process is its own (only) writer.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -40,6 +49,8 @@ __all__ = [
     "Controller",
     "ControllerOptions",
     "EventHint",
+    "Leadership",
+    "LeadershipLostError",
     "ShutdownRequestedError",
     "StoppableClock",
 ]
@@ -51,6 +62,11 @@ SHUTDOWN_GRACE = 15.0
 class ShutdownRequestedError(ReconcilerError):
     """Raised inside a run when the process is stopping: the rest of the run is abandoned
     between two write calls (safe: every write is idempotent and the next run converges)."""
+
+
+class LeadershipLostError(ShutdownRequestedError):
+    """Raised inside a run when this replica may no longer write (its lease was not renewed
+    within the renew deadline): the rest of the run is abandoned before the next write call."""
 
 
 class StoppableClock(SystemClock):
@@ -94,6 +110,33 @@ class Consumer(Protocol):
     def stop(self, timeout: float = 10.0) -> None: ...
 
 
+class Leadership(Protocol):
+    """Leader election as the controller uses it (``leader.LeaseElector``; a fake in tests)."""
+
+    @property
+    def identity(self) -> str: ...
+
+    def is_leader(self) -> bool:
+        """The write guard: True only while this replica may write."""
+        ...
+
+    def alive(self) -> bool:
+        """False once the election stopped working (the process is then unhealthy)."""
+        ...
+
+    def follower_status(self) -> tuple[bool, str]:
+        """Readiness while following: (ready, one-line reason)."""
+        ...
+
+    def start(self, on_started: Callable[[], None], on_stopped: Callable[[], None]) -> None:
+        """Compete; call back (one at a time) when this replica starts or stops leading."""
+        ...
+
+    def stop(self, *, release: bool, timeout: float = 5.0) -> None:
+        """Stop competing; ``release``: hand a held lease back (nothing is being written)."""
+        ...
+
+
 class Controller:
     """Scheduler + stream + lock + readiness + metrics, around one ``Engine``."""
 
@@ -104,6 +147,7 @@ class Controller:
         engine: Engine,
         metrics: Metrics | None = None,
         stop: threading.Event | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.options = options
         self.engine = engine
@@ -115,6 +159,13 @@ class Controller:
         self.metrics.dry_run.set(1 if self.dry_run else 0)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.consumer: Consumer | None = None
+        #: With leader election: makes the stream consumer of each term (a stopped one cannot
+        #: be started again).
+        self.consumer_factory: Callable[[], Consumer] | None = None
+        self._with_stream = True
+        self.leadership = leadership
+        self._term_lock = threading.Lock()  # started/stopped leading, one at a time
+        self.metrics.leader.set(1 if leadership is None else 0)
         self.http = HealthServer(health=self.health, readiness=self.readiness, metrics=self.metrics)
         self.last_full_ok: float | None = None  # monotonic time of the last success
         self.last_full_failed = False
@@ -127,14 +178,16 @@ class Controller:
     def full_reconcile(self, trigger: str = "schedule") -> bool:
         """One full pass; never raises. Returns True on success."""
         with self.lock:
-            if self.stop_event.is_set():
+            if self.stop_event.is_set() or not self._may_write():
                 return False
             start = time.monotonic()
             try:
-                outcome = self.engine.reconcile_full(on_batch=self._between_writes)
+                outcome = self.engine.reconcile_full(
+                    on_batch=self._between_writes, before_write=self._before_write
+                )
                 self._observe(outcome, drift=trigger == "schedule")
-            except ShutdownRequestedError:
-                logger.warning("full reconcile abandoned: shutting down")
+            except ShutdownRequestedError as exc:
+                logger.warning("full reconcile abandoned: {}", exc)
                 self.metrics.runs.labels(trigger, "abandoned").inc()
                 return False
             except UnusableFilterError as exc:
@@ -179,8 +232,8 @@ class Controller:
         Never raises (an error is logged and counted; the next full reconcile heals)."""
         try:
             self._handle_events(events)
-        except ShutdownRequestedError:
-            logger.warning("scoped reconcile abandoned: shutting down")
+        except ShutdownRequestedError as exc:
+            logger.warning("scoped reconcile abandoned: {}", exc)
         except UnusableFilterError as exc:
             self._fail_closed(exc, "stream")
         except Exception as exc:
@@ -198,8 +251,12 @@ class Controller:
         with self.lock:
             if self.stop_event.is_set():
                 raise ShutdownRequestedError("shutting down")
+            if not self._may_write():
+                return  # the new leader's takeover run covers these ids
             start = time.monotonic()
-            outcome = self.engine.reconcile_ids(ids, on_batch=self._between_writes)
+            outcome = self.engine.reconcile_ids(
+                ids, on_batch=self._between_writes, before_write=self._before_write
+            )
             if outcome is None:
                 return
             self._observe(outcome, drift=False)
@@ -219,6 +276,14 @@ class Controller:
     def _between_writes(self, step: str, n: int) -> None:
         if self.stop_event.is_set():
             raise ShutdownRequestedError("shutdown requested between write calls")
+        self._before_write(step)
+
+    def _before_write(self, step: str) -> None:
+        if self.leadership is not None and not self.leadership.is_leader():
+            raise LeadershipLostError(f"not the leader any more: no further {step} call")
+
+    def _may_write(self) -> bool:
+        return self.leadership is None or self.leadership.is_leader()
 
     def _observe(self, outcome: Outcome, *, drift: bool) -> None:
         """Count what a run planned and applied; raise when apply was aborted."""
@@ -260,9 +325,13 @@ class Controller:
     # -- health ----------------------------------------------------------------------------
     def health(self) -> tuple[bool, str]:
         alive = self.scheduler.running and not self.stop_event.is_set()
+        if alive and self.leadership is not None and not self.leadership.alive():
+            return False, "leader election stopped"
         return alive, "ok" if alive else "scheduler not running"
 
     def readiness(self) -> tuple[bool, str]:
+        if self.leadership is not None and not self.leadership.is_leader():
+            return self.leadership.follower_status()
         if self.last_full_ok is None:
             return False, "no successful full reconcile yet"
         if self.last_full_failed:
@@ -294,8 +363,47 @@ class Controller:
             self.full_reconcile, "date", args=["startup"], id="startup", misfire_grace_time=None
         )
         self.scheduler.start()
-        if with_stream and self.consumer is not None:
+        self._with_stream = with_stream
+        if self.leadership is not None:
+            self.leadership.start(self._started_leading, self._stopped_leading)
+        elif with_stream and self.consumer is not None:
             self.consumer.start()
+
+    def _started_leading(self) -> None:
+        """A new term: reconcile everything now (the stream was not followed meanwhile), then
+        follow the stream. Readiness starts over: ready after this term's first full run."""
+        with self._term_lock:
+            if self.stop_event.is_set() or not self._may_write():
+                return
+            self.metrics.leader.set(1)
+            self.last_full_ok, self.last_full_failed, self.failures_in_row = None, False, 0
+            logger.info("leading: a full reconcile now, then the live stream")
+            if self.scheduler.running:
+                self.scheduler.add_job(
+                    self.full_reconcile,
+                    "date",
+                    args=["takeover"],
+                    id="takeover",
+                    replace_existing=True,
+                    misfire_grace_time=None,
+                )
+            if self._with_stream and self.consumer_factory is not None:
+                self.consumer = self.consumer_factory()
+                self.consumer.start()
+
+    def _stopped_leading(self) -> None:
+        """The term ended: the write guard already stops writes; stop following the stream
+        (in the background: a handler may be finishing) and drop the pending retry."""
+        with self._term_lock:
+            self.metrics.leader.set(0)
+            consumer, self.consumer = self.consumer, None
+            for job in ("full-retry", "takeover"):
+                with contextlib.suppress(Exception):
+                    self.scheduler.remove_job(job)
+        if consumer is not None:
+            threading.Thread(
+                target=_stop_quietly, args=(consumer,), name="stream-stop", daemon=True
+            ).start()
 
     def shutdown(self) -> None:
         """Stop taking events, let the in-flight run reach a safe point, stop serving."""
@@ -309,8 +417,19 @@ class Controller:
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         remaining = max(0.1, deadline - time.monotonic())
-        if self.lock.acquire(timeout=remaining):
+        idle = self.lock.acquire(timeout=remaining)
+        if idle:
             self.lock.release()
         else:
             logger.warning("in-flight reconcile still running at shutdown; abandoning it")
+        if self.leadership is not None:
+            # Hand the lease back only when no write can still be under way.
+            self.leadership.stop(release=idle)
         self.http.stop()
+
+
+def _stop_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.stop(timeout=10.0)
+    except Exception as exc:
+        logger.warning("stream consumer did not stop cleanly: {}", exc)

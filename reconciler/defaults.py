@@ -12,6 +12,8 @@ __all__ = [
     "CONNECT_TIMEOUT",
     "EXPIRE_DAYS",
     "INTERVAL_SECONDS",
+    "LEASE_DURATION",
+    "LEASE_NAME",
     "MAX_DELETES",
     "MAX_DELETE_RATIO",
     "OWNERSHIP_TAG",
@@ -19,6 +21,8 @@ __all__ = [
     "RATIO_MIN_DELETES",
     "READ_TIMEOUT",
     "REJECTED_RETRY_HOURS",
+    "RENEW_DEADLINE",
+    "RETRY_PERIOD",
 ]
 
 #: Defender ``application`` value marking the indicators this reconciler owns.
@@ -43,3 +47,10 @@ READ_TIMEOUT = 120.0
 REJECTED_RETRY_HOURS = 12.0
 #: Consecutive full runs planning the very same change for a key before it is held back.
 CHURN_RUNS = 3
+#: Leader election (a Kubernetes Lease), controller-runtime's timings: seconds a lease is valid
+#: without renewal, seconds the leader keeps retrying a renewal, seconds between two attempts.
+LEASE_DURATION = 15.0
+RENEW_DEADLINE = 10.0
+RETRY_PERIOD = 2.0
+#: Name of the Lease when none is configured (``-<tenant>`` is appended when a tenant is set).
+LEASE_NAME = "opencti-defender-reconciler"

@@ -388,9 +388,15 @@ class Engine:
         return plan
 
     # -- reconciling -----------------------------------------------------------------------
-    def reconcile_full(self, *, on_batch: Callable[[str, int], None] | None = None) -> Outcome:
+    def reconcile_full(
+        self,
+        *,
+        on_batch: Callable[[str, int], None] | None = None,
+        before_write: Callable[[str], None] | None = None,
+    ) -> Outcome:
         """Plan everything and apply it (nothing written in dry-run mode). A key planned with
-        the same change in ``churn_runs`` consecutive full runs is held back and reported."""
+        the same change in ``churn_runs`` consecutive full runs is held back and reported.
+        ``on_batch`` / ``before_write``: called after / before each write call (``apply``)."""
         plan, desired, _ = self._plan_full(False, None)
         plan, self.churn = hold_churning(plan, self.churn, self.churn_runs)
         if self.churn.held:
@@ -400,28 +406,32 @@ class Engine:
                 self.churn.held,
                 ", ".join(str(c.key) for c in held[:5]),
             )
-        return Outcome(plan, self._apply_counted(plan, on_batch), desired.skipped)
+        return Outcome(plan, self._apply_counted(plan, on_batch, before_write), desired.skipped)
 
     def reconcile_ids(
         self,
         opencti_ids: Iterable[str],
         *,
         on_batch: Callable[[str, int], None] | None = None,
+        before_write: Callable[[str], None] | None = None,
     ) -> Outcome | None:
         """Re-read ``opencti_ids`` and apply the scoped plan; ``None`` when nothing to plan."""
         plan = self.plan_ids(opencti_ids)
         if plan is None:
             return None
-        return Outcome(plan, self._apply_counted(plan, on_batch), scoped=True)
+        return Outcome(plan, self._apply_counted(plan, on_batch, before_write), scoped=True)
 
     def _apply_counted(
-        self, plan: Plan, on_batch: Callable[[str, int], None] | None
+        self,
+        plan: Plan,
+        on_batch: Callable[[str, int], None] | None,
+        before_write: Callable[[str], None] | None = None,
     ) -> ApplyResult | None:
         """Apply a non-empty plan and keep ``owned_total`` what the plan leaves."""
         if plan.is_empty:
             return None
         outside = self.owned_total - plan.owned_count
-        result = self.apply(plan, on_batch=on_batch)
+        result = self.apply(plan, on_batch=on_batch, before_write=before_write)
         if not self.dry_run:
             self.owned_total = outside + plan.quota.planned_owned_after
         return result
@@ -432,6 +442,7 @@ class Engine:
         *,
         allow_mass_delete: bool = False,
         on_batch: Callable[[str, int], None] | None = None,
+        before_write: Callable[[str], None] | None = None,
     ) -> ApplyResult:
         """Execute ``plan`` (counted only, in dry-run mode)."""
         result = apply_plan(
@@ -440,6 +451,7 @@ class Engine:
             allow_mass_delete=allow_mass_delete,
             dry_run=self.dry_run,
             on_batch=on_batch,
+            before_write=before_write,
         )
         logger.info("{}", result.summary())
         return result

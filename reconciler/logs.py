@@ -181,13 +181,15 @@ def configure_logging(
     *,
     secrets: Iterable[str] = (),
     sink: _Writable | None = None,
+    tenant: str | None = None,
 ) -> None:
     """Send every log record (loguru and stdlib ``logging``) to ``sink`` (default: stderr).
 
     ``level``: debug, info, warn(ing), error (any case). ``fmt``: ``text``, ``json`` or
     ``auto`` (text when the sink is a terminal, JSON lines otherwise); text is coloured on a
     terminal unless ``NO_COLOR`` is set. ``secrets`` are masked
-    in everything written; add more later with ``add_secret``. Replaces earlier loguru sinks.
+    in everything written; add more later with ``add_secret``. ``tenant``: carried by every
+    record (``tenant=<name>`` in text, ``extra.tenant`` in JSON). Replaces earlier loguru sinks.
     """
     global _level_no
     name = _LEVELS.get(level.strip().lower())
@@ -204,7 +206,7 @@ def configure_logging(
         add_secret(secret)
 
     logger.remove()
-    logger.configure(patcher=_patch)
+    logger.configure(patcher=_patch, extra={"tenant": tenant} if tenant else {})
     logger.add(
         _RedactingStream(target),
         level=name,
@@ -224,7 +226,16 @@ def configure_logging(
 
 
 #: Third-party loggers kept at WARNING unless the configured level is DEBUG.
-_NOISY_LOGGERS = ("httpx", "httpcore", "api", "pycti", "msal", "urllib3", "apscheduler")
+_NOISY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "api",
+    "pycti",
+    "msal",
+    "urllib3",
+    "apscheduler",
+    "kubernetes_asyncio",
+)
 
 
 class InterceptHandler(logging.Handler):

@@ -2,14 +2,18 @@
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` durations); label sets
 are small and closed (trigger, result, action, endpoint, status, event type). No label or value
-ever holds an indicator value, an id or a secret.
+ever holds an indicator value, an id or a secret. With a tenant name (``reconciler.tenant``)
+every sample also carries ``tenant="<name>"``, added when the registry is collected, so a
+metric added later carries it too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 if TYPE_CHECKING:
     from reconciler.defender.lifecycle import LifecycleNotice
@@ -19,11 +23,30 @@ __all__ = ["Metrics"]
 _PREFIX = "reconciler"
 
 
-class Metrics:
-    """All metrics of one controller process."""
+class TenantRegistry(CollectorRegistry):  # type: ignore[misc]
+    """A registry whose every sample carries ``tenant="<name>"``."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+    def __init__(self, tenant: str) -> None:
+        super().__init__()
+        self.tenant = tenant
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in super().collect():
+            labelled = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            labelled.samples = [
+                s._replace(labels={**s.labels, "tenant": self.tenant}) for s in metric.samples
+            ]
+            yield labelled
+
+
+class Metrics:
+    """All metrics of one controller process; ``tenant`` labels every sample."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, tenant: str | None = None
+    ) -> None:
+        self.tenant = tenant
+        self.registry = registry or (TenantRegistry(tenant) if tenant else CollectorRegistry())
         r = self.registry
         p = _PREFIX
         self.runs = Counter(
@@ -104,6 +127,12 @@ class Metrics:
         self.last_success = Gauge(
             f"{p}_last_success_timestamp_seconds",
             "Unix time of the last successful full reconcile.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            f"{p}_leader",
+            "1 while this replica is the leader (the one that writes; always 1 without leader "
+            "election), 0 while it follows.",
             registry=r,
         )
         self.dry_run = Gauge(

@@ -2,8 +2,9 @@
 to stop.
 
 Owns the process lifecycle only: SIGTERM/SIGINT handling, the stoppable clock, building the
-engine, the stream consumer and the controller through ``wiring``, and the orderly shutdown
-(exit code 0). Must not reconcile or read a setting itself.
+engine, the stream consumer (or, with leader election, the elector and a consumer per term)
+and the controller through ``wiring``, and the orderly shutdown (exit code 0). Must not
+reconcile or read a setting itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -22,6 +23,9 @@ from reconciler.controller import Controller, StoppableClock
 from reconciler.logs import add_secret
 from reconciler.metrics import Metrics
 
+if TYPE_CHECKING:
+    from reconciler.opencti.stream import StreamConsumer
+
 __all__ = ["run_service"]
 
 
@@ -30,7 +34,8 @@ def run_service(settings: Settings) -> int:
     error that made the controller stop itself (an unusable stream filter)."""
     stop = threading.Event()
     clock = StoppableClock(stop)
-    metrics = Metrics()
+    metrics = Metrics(tenant=wiring.tenant(settings))
+    leadership = wiring.lease_elector(settings)  # None: leader election off
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         logger.info("received {}; shutting down", signal.Signals(signum).name)
@@ -47,10 +52,19 @@ def run_service(settings: Settings) -> int:
         on_call=metrics.on_defender_call,
         on_lifecycle=metrics.on_lifecycle,
     ) as engine:
-        controller = Controller(options, engine=engine, metrics=metrics, stop=stop)
-        controller.consumer = wiring.stream_consumer(
-            settings, on_events=controller.handle_events, on_status=_stream_status(metrics)
+        controller = Controller(
+            options, engine=engine, metrics=metrics, stop=stop, leadership=leadership
         )
+
+        def consumer() -> StreamConsumer:
+            return wiring.stream_consumer(
+                settings, on_events=controller.handle_events, on_status=_stream_status(metrics)
+            )
+
+        if leadership is None:
+            controller.consumer = consumer()
+        else:
+            controller.consumer_factory = consumer
         controller.start_http()
         controller.start()
         logger.info(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from reconciler import defaults
 from reconciler.clock import Clock
 from reconciler.config import Settings
 from reconciler.controller import ControllerOptions
@@ -31,6 +32,7 @@ from reconciler.opencti.source import OpenCTISource
 from reconciler.plan import PlanPolicy
 
 if TYPE_CHECKING:  # the stream modules pull in pycti's state store lazily
+    from reconciler.leader import LeaseElector, LeaseOptions
     from reconciler.opencti.state import PositionStore
     from reconciler.opencti.stream import StatusCallback, StreamConsumer, StreamEvent
 
@@ -38,6 +40,8 @@ __all__ = [
     "configure_logs",
     "controller_options",
     "defender_client",
+    "lease_elector",
+    "lease_options",
     "mapping_policy",
     "open_engine",
     "opencti_source",
@@ -45,6 +49,7 @@ __all__ = [
     "plan_policy",
     "position_store",
     "stream_consumer",
+    "tenant",
 ]
 
 
@@ -54,6 +59,7 @@ def configure_logs(settings: Settings) -> None:
         settings.connector.log_level,
         settings.reconciler.log_format,
         secrets=settings.secrets(),
+        tenant=settings.reconciler.tenant,
     )
 
 
@@ -96,6 +102,49 @@ def controller_options(settings: Settings) -> ControllerOptions:
         http_port=rec.http_port,
         stream_id=str(settings.connector.live_stream_id),
     )
+
+
+def tenant(settings: Settings) -> str | None:
+    """The tenant name logs and metrics carry (None: no label)."""
+    return settings.reconciler.tenant
+
+
+def lease_options(settings: Settings, *, identity: str | None = None) -> LeaseOptions | None:
+    """The leader election's settings, None when it is off. Raises ``ConfigError`` for
+    timings under which a lost lease could be taken over before its holder stops."""
+    from reconciler.leader import (
+        LeaseOptions,
+        check_timings,
+        default_identity,
+        lease_namespace,
+    )
+
+    rec = settings.reconciler
+    if not rec.leader_election:
+        return None
+    check_timings(rec.lease_duration_seconds, rec.renew_deadline_seconds, rec.retry_period_seconds)
+    name = rec.lease_name or (
+        f"{defaults.LEASE_NAME}-{rec.tenant}" if rec.tenant else defaults.LEASE_NAME
+    )
+    return LeaseOptions(
+        name=name,
+        namespace=lease_namespace(rec.lease_namespace),
+        identity=identity or default_identity(),
+        lease_duration=rec.lease_duration_seconds,
+        renew_deadline=rec.renew_deadline_seconds,
+        retry_period=rec.retry_period_seconds,
+        api_url=rec.kubernetes_api_url,
+        token_file=rec.kubernetes_token_file,
+    )
+
+
+def lease_elector(settings: Settings) -> LeaseElector | None:
+    """The Lease elector when leader election is on (``kubernetes_asyncio`` is imported only
+    when it starts)."""
+    from reconciler.leader import LeaseElector
+
+    options = lease_options(settings)
+    return LeaseElector(options) if options is not None else None
 
 
 # -- adapters ----------------------------------------------------------------------------------

@@ -386,6 +386,78 @@ class ReconcilerSection(_Section):
         accepted="a whole number >= 0",
         ge=0,
     )
+    tenant: NonEmpty | None = _setting(
+        None,
+        "Name of the Defender tenant this process serves (one release can run several): every "
+        "log line carries it (tenant=...) and every metric as its 'tenant' label (not set = "
+        "no label).",
+        env="RECONCILER_TENANT",
+        accepted="a non-empty string",
+    )
+    leader_election: Flag = _setting(
+        False,
+        "Run several replicas with one writer: only the holder of a Kubernetes Lease "
+        "(coordination.k8s.io/v1) reconciles, follows the stream and writes; the others wait "
+        "to take over (the Helm chart turns it on when replicaCount > 1).",
+        env="RECONCILER_LEADER_ELECTION",
+        accepted=f"a boolean ({_BOOL_WORDS})",
+    )
+    lease_name: NonEmpty | None = _setting(
+        None,
+        f"Name of the Lease (not set = {defaults.LEASE_NAME}, plus -<tenant> when a tenant "
+        "is set; the Helm chart names it after the release).",
+        env="RECONCILER_LEASE_NAME",
+        accepted="a non-empty string (a Kubernetes object name)",
+    )
+    lease_namespace: NonEmpty | None = _setting(
+        None,
+        "Namespace of the Lease (not set = the pod's own namespace in a cluster, else "
+        "'default').",
+        env="RECONCILER_LEASE_NAMESPACE",
+        accepted="a non-empty string (a Kubernetes namespace)",
+    )
+    lease_duration_seconds: float = _setting(
+        defaults.LEASE_DURATION,
+        "Seconds a Lease stays valid without renewal: how long the other replicas wait "
+        "before taking over from a leader that stopped renewing. Must exceed "
+        "renew_deadline_seconds + 2 x retry_period_seconds.",
+        env="RECONCILER_LEASE_DURATION_SECONDS",
+        accepted="a number of seconds from 2 to 600",
+        ge=2.0,
+        le=600.0,
+    )
+    renew_deadline_seconds: float = _setting(
+        defaults.RENEW_DEADLINE,
+        "Seconds the leader keeps trying to renew before it stops writing and steps down; "
+        "it writes only while its last successful renewal is younger than this.",
+        env="RECONCILER_RENEW_DEADLINE_SECONDS",
+        accepted="a number of seconds from 1 to 600 (over 1.2 x retry_period_seconds)",
+        ge=1.0,
+        le=600.0,
+    )
+    retry_period_seconds: float = _setting(
+        defaults.RETRY_PERIOD,
+        "Seconds between two attempts to acquire or renew the Lease; also the timeout of "
+        "each request to the Kubernetes API.",
+        env="RECONCILER_RETRY_PERIOD_SECONDS",
+        accepted="a number of seconds from 1 to 60",
+        ge=1.0,
+        le=60.0,
+    )
+    kubernetes_api_url: Url | None = _setting(
+        None,
+        "Kubernetes API server for the Lease (not set = the in-cluster service account's "
+        "API server, token and CA; set it, with kubernetes_token_file, outside a cluster or "
+        "against the sandbox's Lease emulator).",
+        env="RECONCILER_KUBERNETES_API_URL",
+        accepted="an http(s) URL",
+    )
+    kubernetes_token_file: Path | None = _setting(
+        None,
+        "File holding the bearer token sent to kubernetes_api_url (not set = none).",
+        env="RECONCILER_KUBERNETES_TOKEN_FILE",
+        accepted="a file path",
+    )
 
     @field_validator(
         "interval_seconds", "max_deletes", "quota", "http_port", "churn_runs", mode="before"

@@ -99,6 +99,15 @@ def every_key_changed(ca_file: Path) -> dict[str, Any]:
             "state_path": "/var/lib/reconciler/state.json",
             "rejected_retry_hours": 1.5,
             "churn_runs": 5,
+            "tenant": "contoso",
+            "leader_election": True,
+            "lease_name": "reconciler-prod",
+            "lease_namespace": "secops",
+            "lease_duration_seconds": 30.0,
+            "renew_deadline_seconds": 20.0,
+            "retry_period_seconds": 3.0,
+            "kubernetes_api_url": "https://kubernetes.example.org:6443",
+            "kubernetes_token_file": "/var/run/secrets/lease/token",
         },
     }
 

@@ -186,6 +186,20 @@ NEW_ENV = [
     ),
     ("RECONCILER_REJECTED_RETRY_HOURS", "reconciler.rejected_retry_hours", "0", 0.0),
     ("RECONCILER_CHURN_RUNS", "reconciler.churn_runs", "5", 5),
+    ("RECONCILER_TENANT", "reconciler.tenant", " contoso ", "contoso"),
+    ("RECONCILER_LEADER_ELECTION", "reconciler.leader_election", "yes", True),
+    ("RECONCILER_LEASE_NAME", "reconciler.lease_name", "rel-reconciler", None),
+    ("RECONCILER_LEASE_NAMESPACE", "reconciler.lease_namespace", "secops", None),
+    ("RECONCILER_LEASE_DURATION_SECONDS", "reconciler.lease_duration_seconds", "30", 30.0),
+    ("RECONCILER_RENEW_DEADLINE_SECONDS", "reconciler.renew_deadline_seconds", "20", 20.0),
+    ("RECONCILER_RETRY_PERIOD_SECONDS", "reconciler.retry_period_seconds", "3", 3.0),
+    (
+        "RECONCILER_KUBERNETES_API_URL",
+        "reconciler.kubernetes_api_url",
+        "https://127.0.0.1:6443/",
+        "https://127.0.0.1:6443",
+    ),
+    ("RECONCILER_KUBERNETES_TOKEN_FILE", "reconciler.kubernetes_token_file", "/run/tok", None),
 ]
 
 
@@ -205,7 +219,7 @@ def test_new_env_var_sets_key(env_var: str, key: str, raw: str, expected: Any) -
     settings = load({env_var: raw})
     assert ENV_VARS[key] == env_var
     value = settings.get(key)
-    if key == "reconciler.state_path":
+    if key in ("reconciler.state_path", "reconciler.kubernetes_token_file"):
         value = str(value)
     assert plain(value) == (raw if expected is None else expected)
 
@@ -263,6 +277,15 @@ SEED_DEFAULTS = {
     "microsoft_defender_intel.read_timeout": 120.0,
     "reconciler.rejected_retry_hours": 12.0,
     "reconciler.churn_runs": 3,
+    "reconciler.tenant": None,
+    "reconciler.leader_election": False,
+    "reconciler.lease_name": None,
+    "reconciler.lease_namespace": None,
+    "reconciler.lease_duration_seconds": 15.0,
+    "reconciler.renew_deadline_seconds": 10.0,
+    "reconciler.retry_period_seconds": 2.0,
+    "reconciler.kubernetes_api_url": None,
+    "reconciler.kubernetes_token_file": None,
 }
 
 
