@@ -2,10 +2,11 @@
 
 Owns the root fields pycti sends (``about``, ``registerConnector``, ``pingConnector``,
 ``deleteConnector``, ``streamCollection``, ``indicators``, ``indicator``, no
-operationName: the first root field decides), the ``indicators`` listing with filters, search,
-ordering, cursors and ``pageInfo``, top-level field selection (sub-selections come whole, like
-the real server) and the test knob that fails listing requests. Answers are JSON text; errors
-are HTTP 200 ``{"data": null, "errors": [...]}``.
+operationName: the first root field decides), the ``indicators`` arguments (filters, search,
+ordering, cursors: the page itself comes from ``store`` and ``listing``) and ``pageInfo``,
+top-level field selection (sub-selections come whole, like the real server) and the test knob
+that fails listing requests. Answers are JSON text; errors are HTTP 200
+``{"data": null, "errors": [...]}``. Must not evaluate filters or order rows itself.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Renderings of a record: the GraphQL ``Indicator`` node and the STIX 2.1 indicator.
 
-Owns both shapes the fake answers with: the GraphQL node (full, like pycti's default selection;
-a query's selection is projected from it by the store; ``status`` is the workflow status with
-its template, or null) and the STIX object of stream events and ``toStix`` (null and empty
-fields omitted, OpenCTI's extension included, the status as its ``workflow_id``).
+Owns both shapes the fake answers with: the GraphQL node (full, like pycti's default selection,
+or only the top-level fields a query selected; ``status`` is the workflow status with its
+template, or null) and the STIX object of stream events and ``toStix`` (null and empty
+fields omitted, OpenCTI's extension included, the status as its ``workflow_id``). Must not
+choose, filter or order records.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ or a deletion are hidden, their new version lives with the explicit records), an
 that keep large listings cheap: each explicit record's rendered node (per selection) and STIX
 JSON (generated ones render on demand), each explicit listing (dropped on any change) and each
 population mask (kept: the population never changes; hidden indices are applied per request).
-The store does not lock: callers hold the emulator's condition.
+Must not lock (callers hold the emulator's condition) nor know about GraphQL, HTTP or events.
 """
 
 from __future__ import annotations
