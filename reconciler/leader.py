@@ -117,6 +117,7 @@ class LeaseState:
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._valid_until = -math.inf
+        self._expiry_told = True
         self.holder: str | None = None
         self.last_contact: float | None = None
 
@@ -125,6 +126,7 @@ class LeaseState:
         with self._lock:
             if ok:
                 self._valid_until = max(self._valid_until, started + self.renew_deadline)
+                self._expiry_told = False
             self.holder = holder
             if answered:
                 self.last_contact = self._monotonic()
@@ -136,6 +138,14 @@ class LeaseState:
     def is_leader(self) -> bool:
         with self._lock:
             return self._monotonic() < self._valid_until
+
+    def newly_expired(self) -> bool:
+        """True once after the guard ran out (no success since); False otherwise."""
+        with self._lock:
+            if self._expiry_told or self._monotonic() < self._valid_until:
+                return False
+            self._expiry_told = True
+            return True
 
     def reached_within(self, seconds: float) -> bool:
         with self._lock:
@@ -259,9 +269,8 @@ class LeaseElector:
 
         def hook(started: float, ok: bool, holder: str | None) -> None:
             answered = lock.last_answer is not None and lock.last_answer >= started
-            was = self.state.is_leader()
             self.state.attempt(started, ok, holder, answered)
-            if was and not self.state.is_leader():
+            if self.state.newly_expired():
                 logger.warning("lease not renewed for {:g} s: not writing any more", deadline)
 
         return hook

@@ -20,7 +20,8 @@ What the library does as shipped (kubernetes_asyncio 36.1), and the fix here:
   and end ``run()`` without calling the "stopped leading" callback. Here any error of one
   attempt is a failed attempt, so the renew loop reaches its deadline and the callback runs;
 - times are written from ``datetime.fromtimestamp`` (local time) with a ``Z`` suffix (UTC),
-  and a time whose microseconds are 0 is not written at all. Here the lock keeps the
+  a time whose microseconds are 0 is not written at all, and a lease duration that is not a
+  whole number (``15.0``) fails every write. Here the lock keeps the
   elector's local-time strings inside the process and writes UTC ``MicroTime`` values
   (``2006-01-02T15:04:05.000000Z``), which an API server parses;
 - a follower retries every retry period, so it takes over up to a retry period after the
@@ -34,6 +35,7 @@ what the write guard counts from.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -158,6 +160,18 @@ class TimedLeaseLock(LeaseLock):  # type: ignore[misc]
             logger.info("lease {}/{}: not released ({})", self.namespace, self.name, _status(exc))
             return False
         return True
+
+    def update_lease(self, record: Any, current_spec: Any = None) -> Any:
+        """The Lease spec for ``record``: the library's, with the duration written as whole
+        seconds rounded up (the library's ``int("15.0")`` fails on a float setting)."""
+        spec = current_spec if current_spec is not None else client.V1LeaseSpec()
+        spec.holder_identity = record.holder_identity
+        spec.lease_duration_seconds = math.ceil(float(record.lease_duration))
+        for field in ("acquire_time", "renew_time"):
+            value = self.time_str_to_iso(getattr(record, field))
+            if value is not None:
+                setattr(spec, field, value)
+        return spec
 
     # -- times: local-time strings inside (the elector's), UTC MicroTime on the wire ----------
     def election_record(self, lease: Any) -> Any:

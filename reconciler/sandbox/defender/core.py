@@ -51,6 +51,8 @@ class RequestRecord:
     status: int
     client_id: str | None
     body: Any
+    #: when the request arrived (``time`` is when its answer was ready)
+    started: datetime | None = None
 
 
 class Route(NamedTuple):

@@ -87,6 +87,7 @@ class DefenderEmulator:
         tenant_id: str = "00000000-0000-4000-8000-000000000001",
         client_id: str = "11111111-1111-4111-8111-111111111111",
         client_secret: str = "emulator-secret",
+        extra_clients: dict[str, str] | None = None,
         app_name: str = "OpenCTI Defender Reconciler",
         token_lifetime: int = 3599,
         clock: EmulatorClock | None = None,
@@ -120,6 +121,9 @@ class DefenderEmulator:
         self.tenant_id = tenant_id
         self.client_id = client_id
         self.client_secret = client_secret
+        #: more applications registered in the tenant: client id → secret (all with the same
+        #: roles; the request log tells them apart by ``client_id``)
+        self.extra_clients: dict[str, str] = dict(extra_clients or {})
         self.app_name = app_name
         self.token_lifetime = token_lifetime
         self.clock: EmulatorClock = clock if clock is not None else RealClock()

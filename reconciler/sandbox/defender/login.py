@@ -193,7 +193,8 @@ def _client(emu: DefenderEmulator, call: Call, form: Mapping[str, str]) -> str:
             "The request body must contain the following parameter: 'client_id'.",
         )
     call.client_id = client_id
-    if client_id != emu.client_id:
+    registered = {**emu.extra_clients, emu.client_id: emu.client_secret}
+    if client_id not in registered:
         raise AadError(
             400,
             "unauthorized_client",
@@ -209,7 +210,7 @@ def _client(emu: DefenderEmulator, call: Call, form: Mapping[str, str]) -> str:
             "'client_assertion', 'client_secret' or 'request' is required for the "
             "'client_credentials' grant type.",
         )
-    if not hmac.compare_digest(secret.encode(), emu.client_secret.encode()):
+    if not hmac.compare_digest(secret.encode(), registered[client_id].encode()):
         raise AadError(
             401,
             "invalid_client",

@@ -76,6 +76,7 @@ def handle(
     parts = urlsplit(raw_path)
     call = Call(method, parts.path, parts.query, headers, body, route(method, parts.path))
     endpoint = call.route.endpoint
+    started = emu.clock.now()
     if emu.odata == "strict" and len(raw_path) > emu.url_limit:
         response = lifecycle.uri_too_long()
     else:
@@ -88,6 +89,7 @@ def handle(
         status=0 if response.drop else response.status,
         client_id=call.client_id,
         body=_loggable_body(endpoint, body),
+        started=started,
     )
     with emu._log_lock:
         emu.requests.append(record)
