@@ -46,9 +46,11 @@ def run_checks(config: Path | None, *, out: IO[str]) -> int:
     """Run every check; returns 0 when all passed, 1 otherwise."""
     from reconciler.config import load_settings
     from reconciler.logs import configure_logging
+    from reconciler.wiring import mapping_policy
 
     try:
         settings = load_settings(config)
+        mapping_policy(settings)  # the policy's rules and exclusions, as the run would build them
     except ReconcilerError as exc:
         _line(out, False, "configuration", str(exc), "see config.example.yml and the README")
         return 1

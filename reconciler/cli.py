@@ -150,6 +150,15 @@ def plan(
         bool,
         typer.Option("--detailed-exitcode", help="Exit 2 when changes are pending, 0 when none."),
     ] = False,
+    explain: Annotated[
+        str | None,
+        typer.Option(
+            "--explain",
+            metavar="VALUE",
+            help="Explain one value (IP, domain, URL or hash): the OpenCTI indicators behind "
+            "it, the policy rule each gets and why, the Defender rows holding it.",
+        ),
+    ] = None,
     no_color: NoColorOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -159,6 +168,13 @@ def plan(
         from reconciler.wiring import open_engine
 
         settings = _load(config)
+        if explain is not None:
+            from reconciler.explain import render_explanation
+
+            with open_engine(settings) as engine:
+                sys.stdout.write(render_explanation(engine.explain(explain)))
+            sys.stdout.flush()
+            return EXIT_OK
         with open_engine(settings) as engine, _progress() as progress:
             the_plan = engine.plan(progress=progress)
         sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))

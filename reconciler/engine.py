@@ -8,6 +8,8 @@
   and the keys they mapped to before, from the ``DesiredIndex``). An id the filters exclude
   contributes nothing; one that is gone or revoked is handled exactly as the full run would.
   The event's payload is never used as desired state.
+- ``explain`` (``reconciler plan --explain VALUE``): the full plan, then what OpenCTI, the
+  policy and Defender say about one value (see ``reconciler.explain``).
 
 This module orchestrates I/O behind the ``DesiredSource`` / ``DefenderReader`` seams; the
 decisions live in ``mapping`` and ``plan`` (pure), the rendering in ``report``. It reads no
@@ -25,13 +27,16 @@ from pydantic import ValidationError
 
 from reconciler.apply import ApplyResult, DefenderWriter, apply_plan
 from reconciler.clock import Clock, SystemClock
-from reconciler.errors import ListingError, StalePlanError
+from reconciler.errors import ListingError, ReconcilerError, StalePlanError
+from reconciler.explain import DefenderRow, Explanation
 from reconciler.gcpause import paused_gc
 from reconciler.mapping import (
     DesiredState,
     MappingPolicy,
     canonical_value,
     indicator_from_graphql,
+    keys_for,
+    trace_indicator,
 )
 from reconciler.model import (
     DefenderIndicator,
@@ -386,6 +391,38 @@ class Engine:
         )
         _log_plan(f"scoped plan ({len(wanted)} ids, {len(affected)} keys)", plan)
         return plan
+
+    def explain(self, value: str) -> Explanation:
+        """``plan --explain``: the full plan, then for ``value`` its contributing OpenCTI
+        indicators (re-read by id through the stream's filters) with the rule trace of each,
+        every Defender row holding it, and the plan's changes for it. Writes nothing."""
+        keys = keys_for(value)
+        if not keys:
+            raise ReconcilerError(f"{value!r} is not an IP address, domain, URL or file hash")
+        plan, _, _ = self._plan_full(False, None)
+        ids = sorted({i for key in keys for i in self.index.ids_for(key)})
+        found = self.source.read_ids(ids, indicator_from_graphql) if ids else []
+        now = self.clock.now()
+        wanted = frozenset(keys)
+        rows = []
+        for row in self.defender.iter_indicators():
+            key = _raw_key(row)
+            if key in wanted:
+                assert key is not None
+                rows.append(DefenderRow.of(key, row, self.ownership.owns(row.get("application"))))
+        return Explanation(
+            value=value,
+            keys=keys,
+            indicators=tuple(
+                trace_indicator(i, wanted, self.mapping_policy, now)
+                for i in found
+                if not isinstance(i, Skipped)
+            ),
+            unreadable=tuple(i for i in found if isinstance(i, Skipped)),
+            rows=tuple(rows),
+            changes=tuple(c for c in plan.changes if c.key in wanted),
+            not_read=plan.quota.not_read,
+        )
 
     # -- reconciling -----------------------------------------------------------------------
     def reconcile_full(

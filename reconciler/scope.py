@@ -253,6 +253,10 @@ class DesiredIndex:
         """Whether any indexed indicator maps to ``key`` (desired or skipped)."""
         return key in self._by_key
 
+    def ids_for(self, key: IndicatorKey) -> frozenset[str]:
+        """The OpenCTI ids of the indexed indicators that map to ``key`` (desired or skipped)."""
+        return frozenset(self._by_key.get(key, ()))
+
     def full_state(self) -> DesiredState:
         """The merged desired state of everything indexed (what a full run plans against).
 

@@ -10,13 +10,13 @@ connect lazily).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from reconciler import defaults
 from reconciler.clock import Clock
-from reconciler.config import Settings
+from reconciler.config import ENV_VARS, Settings
 from reconciler.controller import ControllerOptions
 from reconciler.defender.auth import BearerAuth, TokenProvider
 from reconciler.defender.client import DefenderClient, Timeouts
@@ -25,8 +25,8 @@ from reconciler.defender.rejections import RejectionMemory
 from reconciler.engine import Engine
 from reconciler.errors import ConfigError
 from reconciler.logs import configure_logging
-from reconciler.mapping import MappingPolicy
-from reconciler.model import Ownership
+from reconciler.mapping import BY_SCORE, Exclusion, MappingPolicy, Retire, Rule, RuleMatch
+from reconciler.model import Action, Ownership, Severity
 from reconciler.opencti.filters import UnusableFilterError, validate_group
 from reconciler.opencti.source import OpenCTISource
 from reconciler.plan import PlanPolicy
@@ -72,17 +72,103 @@ def ownership(settings: Settings) -> Ownership:
 
 
 def mapping_policy(settings: Settings) -> MappingPolicy:
-    mdi = settings.microsoft_defender_intel
-    return MappingPolicy(
-        ownership_tag=mdi.ownership_tag,
-        expire_days=mdi.expire_time,
-        action=mdi.action,
-        passive_only=mdi.passive_only,
-        rbac_group_names=tuple(mdi.rbac_group_names),
-        recommended_actions=mdi.recommended_actions or None,
-        generate_alert=mdi.generate_alert,
-        educate_url=mdi.educate_url,
+    """The mapping policy: the ``microsoft_defender_intel`` keys as the default rule, the
+    ``policy`` section's rules, revocation and expiry, exclusions and opt-out label. A rule or
+    exclusion the mapping refuses, or an RBAC group outside ``policy.known_rbac_groups``, is a
+    ``ConfigError`` naming it."""
+    mdi, pol = settings.microsoft_defender_intel, settings.policy
+    rules = tuple(_rule(raw) for raw in pol.rules)
+    _check_rbac_groups(rules, tuple(mdi.rbac_group_names), tuple(pol.known_rbac_groups))
+    try:
+        exclusions = tuple(_exclusion(raw) for raw in pol.exclusions)
+        return MappingPolicy(
+            ownership_tag=mdi.ownership_tag,
+            expire_days=mdi.expire_time,
+            action=mdi.action,
+            passive_only=mdi.passive_only,
+            rbac_group_names=tuple(mdi.rbac_group_names),
+            recommended_actions=mdi.recommended_actions or None,
+            generate_alert=mdi.generate_alert,
+            educate_url=mdi.educate_url,
+            rules=rules,
+            on_revoke=Retire(pol.on_revoke),
+            on_expire=Retire(pol.on_expire),
+            skip_label=pol.skip_label,
+            exclusions=exclusions,
+        )
+    except ValueError as exc:
+        key = "exclusions" if str(exc).startswith("exclusion") else "rules"
+        raise ConfigError(f"policy.{key} ({ENV_VARS['policy.' + key]}): {exc}") from None
+
+
+def _rule(raw: Mapping[str, Any]) -> Rule:
+    """One ``policy.rules`` entry (already checked by the settings) as a mapping ``Rule``."""
+    match = raw.get("match") or {}
+    try:
+        return Rule(
+            name=raw["name"],
+            match=RuleMatch(
+                labels=tuple(match.get("labels", ())),
+                markings=tuple(match.get("markings", ())),
+                authors=tuple(match.get("authors", ())),
+                score_min=match.get("score_min"),
+                score_max=match.get("score_max"),
+                types=tuple(match.get("types", ())),
+                pattern_types=tuple(match.get("pattern_types", ())),
+            ),
+            deploy=raw.get("deploy", True),
+            action=_by_score(raw.get("action"), Action),
+            severity=_by_score(raw.get("severity"), Severity),
+            generate_alert=raw.get("generate_alert"),
+            rbac_group_names=_tuple_or_none(raw.get("rbac_group_names")),
+            recommended_actions=raw.get("recommended_actions"),
+            expire_days=raw.get("expire_time"),
+        )
+    except ValueError as exc:
+        where = "" if str(exc).startswith("rule ") else f"rule {raw['name']!r}: "
+        raise ConfigError(f"policy.rules ({ENV_VARS['policy.rules']}): {where}{exc}") from None
+
+
+_Enum = TypeVar("_Enum", Action, Severity)
+
+
+def _by_score(value: Any, enum: type[_Enum]) -> _Enum | Literal["score"] | None:
+    if value is None:
+        return None
+    return BY_SCORE if value == BY_SCORE else enum(value)
+
+
+def _tuple_or_none(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _exclusion(raw: Mapping[str, Any]) -> Exclusion:
+    return Exclusion(
+        name=raw["name"],
+        cidrs=tuple(raw.get("cidrs", ())),
+        domains=tuple(raw.get("domains", ())),
+        url_prefixes=tuple(raw.get("url_prefixes", ())),
+        hashes=tuple(raw.get("hashes", ())),
     )
+
+
+def _check_rbac_groups(
+    rules: tuple[Rule, ...], default_groups: tuple[str, ...], known: tuple[str, ...]
+) -> None:
+    """With ``policy.known_rbac_groups`` set, every group a rule (or the default rule) names
+    must be one of them (Defender's indicators API cannot list device groups to check)."""
+    if not known:
+        return
+    folded = {k.casefold() for k in known}
+    named = [(f"rule {r.name!r}", r.rbac_group_names or ()) for r in rules]
+    named.append(("the default rule (microsoft_defender_intel.rbac_group_names)", default_groups))
+    for who, groups in named:
+        bad = [g for g in groups if g.casefold() not in folded]
+        if bad:
+            raise ConfigError(
+                f"policy.rules ({ENV_VARS['policy.rules']}): {who} names RBAC group "
+                f"{bad[0]!r}, which is not one of policy.known_rbac_groups ({', '.join(known)})"
+            )
 
 
 def plan_policy(settings: Settings) -> PlanPolicy:

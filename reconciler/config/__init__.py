@@ -1,9 +1,9 @@
 """The reconciler's configuration: one pydantic model, read from a YAML file and env vars.
 
 Owns: the ``Settings`` model (sections ``opencti``, ``connector``, ``microsoft_defender_intel``,
-``reconciler``), the env var name of every key (``ENV_VARS``, the seed connector's names kept
-exactly), precedence (CLI overrides > env var > YAML file > default), parsing of env strings
-(booleans, comma lists, empty = unset), and one ``ConfigError`` naming every bad key.
+``reconciler``, ``policy``), the env var name of every key (``ENV_VARS``, the seed connector's
+names kept exactly), precedence (CLI overrides > env var > YAML file > default), parsing of env
+strings (booleans, comma lists, empty = unset), and one ``ConfigError`` naming every bad key.
 Must not: log, open network connections, or put a secret's value in a message.
 
 Why not pydantic-settings: its env names are derived from the model (``OPENCTI__URL`` style)
@@ -15,7 +15,9 @@ Modules (one job each; this package re-exports their public names):
 - ``values``: the env-string parsers and validators, the annotated types built from them
   (``Flag``, ``Names``, ``Url``, ``NonEmpty``, ``LogLevel``, ``LogFormat``) and ``_setting``,
   which declares a key with its env var, what it accepts and its description;
-- ``sections``: the section models, ``Settings``, ``ENV_VARS``, ``REQUIRED_KEYS``,
+- ``policy``: the ``policy`` section and the parsers of its rules and exclusions (YAML lists,
+  JSON arrays in env vars), with errors that name the rule or exclusion;
+- ``sections``: the other section models, ``Settings``, ``ENV_VARS``, ``REQUIRED_KEYS``,
   ``SECRET_KEYS``, ``settings_reference`` and the pycti keys accepted and ignored;
 - ``loading``: ``load_settings``, which reads the file and the env vars, applies precedence and
   words the ``ConfigError``.
@@ -24,6 +26,7 @@ Each module imports only the ones listed before it.
 """
 
 from reconciler.config.loading import DEFAULT_CONFIG_FILE, load_settings
+from reconciler.config.policy import PolicySection
 from reconciler.config.sections import (
     ENV_VARS,
     MASK,
@@ -54,6 +57,7 @@ __all__ = [
     "Names",
     "NonEmpty",
     "OpenCTISection",
+    "PolicySection",
     "ReconcilerSection",
     "Settings",
     "Url",

@@ -1,8 +1,9 @@
-"""The shape of the configuration: the four section models (``opencti``, ``connector``,
-``microsoft_defender_intel``, ``reconciler``) with every key's env var, default, what it accepts
-and its description; ``Settings``, the whole validated configuration; the tables derived from
-the sections (``ENV_VARS``, ``REQUIRED_KEYS``, ``SECRET_KEYS``, ``settings_reference``) and the
-pycti keys a seed connector's configuration may carry, accepted and ignored.
+"""The shape of the configuration: the five section models (``opencti``, ``connector``,
+``microsoft_defender_intel``, ``reconciler``, ``policy``) with every key's env var, default,
+what it accepts and its description (``policy`` is declared in the ``policy`` module);
+``Settings``, the whole validated configuration; the tables derived from the sections
+(``ENV_VARS``, ``REQUIRED_KEYS``, ``SECRET_KEYS``, ``settings_reference``) and the pycti keys a
+seed connector's configuration may carry, accepted and ignored.
 
 Must not: read a file or the environment, decide precedence, word the ``ConfigError`` (the
 ``loading`` module does all three), log, or show a secret's value (``redacted`` masks them).
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from reconciler import defaults
+from reconciler.config.policy import PolicySection
 from reconciler.config.values import (
     _BOOL_WORDS,
     _LOG_LEVELS,
@@ -470,11 +472,12 @@ class ReconcilerSection(_Section):
         return value
 
 
-_SECTIONS: dict[str, type[_Section]] = {
+_SECTIONS: dict[str, type[BaseModel]] = {
     "opencti": OpenCTISection,
     "connector": ConnectorSection,
     "microsoft_defender_intel": DefenderSection,
     "reconciler": ReconcilerSection,
+    "policy": PolicySection,
 }
 
 
@@ -528,6 +531,7 @@ class Settings(BaseModel):
     connector: ConnectorSection = Field(default_factory=ConnectorSection)
     microsoft_defender_intel: DefenderSection = Field(default_factory=DefenderSection)
     reconciler: ReconcilerSection = Field(default_factory=ReconcilerSection)
+    policy: PolicySection = Field(default_factory=PolicySection)
 
     def get(self, dotted: str) -> Any:
         """The value of a dotted key such as ``reconciler.dry_run``."""

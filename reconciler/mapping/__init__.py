@@ -12,13 +12,20 @@ an exception (only ``parse_stix_pattern`` raises, its own ``PatternRejected``, a
 Modules (one job each; this package re-exports their public names):
 
 - ``models``: the normalised indicator, its observable values, mapping results, desired state;
-- ``policy``: ``MappingPolicy``, the configuration mapping needs;
+- ``policy``: ``MappingPolicy``, the configuration mapping needs, and ``Retire`` (what
+  revocation and expiry do);
+- ``rules``: the policy rules (``Rule``, ``RuleMatch``), compiled once into a ``RuleBook``
+  that picks the rule of each value (first match wins, the default rule last);
+- ``exclusions``: ``Exclusion`` and ``ExclusionSet``, the values never deployed;
 - ``readers``: the tolerant readers of a GraphQL listing node and of a stream event's STIX
   object;
 - ``pattern``: the STIX pattern parser;
 - ``values``: canonicalisation and validation of IPs, domains, URLs and file hashes;
 - ``fields``: score → action/severity, expiry, title, description and its labels line;
-- ``desired``: ``map_indicator`` and the deterministic merge per Defender key.
+- ``desired``: ``map_indicator`` (the policy's order of decisions is in its docstring) and the
+  deterministic merge per Defender key;
+- ``explain``: why one value maps as it does (``plan --explain``): its keys, each contributing
+  indicator's rule trace.
 
 Every module is pure; none imports an I/O library or an adapter package.
 
@@ -37,7 +44,10 @@ Decisions (each is a contract the tests pin):
   only when no hash is valid is it ``invalid_value``; SHA-512-only is ``unsupported_type``.
 - A network type (IpAddress, DomainName, Url) cannot take ``BlockAndRemediate``: a fixed
   ``BlockAndRemediate`` action is downgraded to ``Block`` for those types.
-- ``passive_only`` forces ``Audit``; ``Audit`` always sends ``generateAlert: true``.
+- ``passive_only`` makes the default rule's action ``Audit`` (a rule with its own action is
+  not affected); ``Audit`` always sends ``generateAlert: true``.
+- Policy rules: the first rule whose conditions hold decides a value; what it leaves unset comes
+  from the default rule (the seed's keys). Exclusions and the opt-out label win over every rule.
 - ``title`` is cut to ``TITLE_LIMIT`` (200) characters and ``description`` to
   ``DESCRIPTION_LIMIT`` (1000); the description's last line ``Labels: opencti, ...`` is kept
   whole when the text has to be cut.
@@ -51,43 +61,73 @@ Decisions (each is a contract the tests pin):
 """
 
 from reconciler.mapping.desired import build_desired, map_indicator, merge_desired, merge_results
+from reconciler.mapping.exclusions import Exclusion, ExclusionHit, ExclusionSet
+from reconciler.mapping.explain import IndicatorTrace, ValueTrace, keys_for, trace_indicator
 from reconciler.mapping.fields import (
     DESCRIPTION_LIMIT,
     LABELS_PREFIX_TAG,
     TITLE_LIMIT,
     expiration_time,
+    expires_after,
     labels_line,
     score_action,
     score_severity,
 )
 from reconciler.mapping.models import DesiredState, MappingResult, ObservableValue, OpenCTIIndicator
 from reconciler.mapping.pattern import PatternError, PatternRejected, parse_stix_pattern
-from reconciler.mapping.policy import MappingPolicy
+from reconciler.mapping.policy import MappingPolicy, Retire
 from reconciler.mapping.readers import OCTI_EXTENSION, indicator_from_graphql, indicator_from_stix
+from reconciler.mapping.rules import (
+    BY_SCORE,
+    DEFAULT_RULE,
+    Outcome,
+    Rule,
+    RuleBook,
+    RuleMatch,
+    RuleTrace,
+    rule_type_names,
+)
 from reconciler.mapping.values import canonical_value
 
 __all__ = [
+    "BY_SCORE",
+    "DEFAULT_RULE",
     "DESCRIPTION_LIMIT",
     "LABELS_PREFIX_TAG",
     "OCTI_EXTENSION",
     "TITLE_LIMIT",
     "DesiredState",
+    "Exclusion",
+    "ExclusionHit",
+    "ExclusionSet",
+    "IndicatorTrace",
     "MappingPolicy",
     "MappingResult",
     "ObservableValue",
     "OpenCTIIndicator",
+    "Outcome",
     "PatternError",
     "PatternRejected",
+    "Retire",
+    "Rule",
+    "RuleBook",
+    "RuleMatch",
+    "RuleTrace",
+    "ValueTrace",
     "build_desired",
     "canonical_value",
     "expiration_time",
+    "expires_after",
     "indicator_from_graphql",
     "indicator_from_stix",
+    "keys_for",
     "labels_line",
     "map_indicator",
     "merge_desired",
     "merge_results",
     "parse_stix_pattern",
+    "rule_type_names",
     "score_action",
     "score_severity",
+    "trace_indicator",
 ]

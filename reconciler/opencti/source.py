@@ -37,11 +37,13 @@ class Page:
     total: int | None
 
 
-#: Selection set of each listed indicator: what mapping needs, nothing heavy.
+#: Selection set of each listed indicator: what mapping needs (markings and author for the
+#: policy rules), nothing heavy.
 INDICATOR_ATTRIBUTES = """id standard_id entity_type created_at updated_at revoked confidence name
 description pattern_type pattern valid_from valid_until x_opencti_score x_opencti_detection
 x_opencti_main_observable_type x_opencti_observable_values { type value hashes { algorithm hash } }
-objectLabel { id value }"""
+objectLabel { id value } objectMarking { id standard_id definition }
+createdBy { ... on Identity { id standard_id name } }"""
 
 #: GraphQL error names that mean the token was refused.
 _REFUSED = frozenset({"AUTH_REQUIRED", "FORBIDDEN_ACCESS", "ForbiddenAccess", "AuthRequired"})

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from reconciler.config import ENV_VARS, IGNORABLE_FIELDS, SECRET_KEYS
+from reconciler.config.policy import EXCLUSION_KEYS, MATCH_KEYS, RULE_KEYS, RULE_TYPES
 from reconciler.model import Action
 from tests.chart.support import CHART_DIR, VALUE_SETS, ChartRenderer, helm
 
@@ -53,6 +54,25 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("root-pod", {"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
     ("cron-schedule", {"cronJob": {"enabled": True, "schedule": "daily"}}, "schedule"),
     ("extra-env-secret", {"extraEnv": [{"name": "OPENCTI_TOKEN", "value": "x"}]}, "extraEnv"),
+    (
+        "rule-action-typo",
+        {"config": {"policy": {"rules": [{"name": "r", "action": "Blok"}]}}},
+        "action",
+    ),
+    ("rule-unknown-key", {"config": {"policy": {"rules": [{"name": "r", "acton": "x"}]}}}, "acton"),
+    ("rule-without-name", {"config": {"policy": {"rules": [{"action": "Block"}]}}}, "name"),
+    ("rule-named-default", {"config": {"policy": {"rules": [{"name": "default"}]}}}, "name"),
+    (
+        "rule-type-typo",
+        {"config": {"policy": {"rules": [{"name": "r", "match": {"types": ["IP"]}}]}}},
+        "types",
+    ),
+    ("on-revoke-keep", {"config": {"policy": {"on_revoke": "keep"}}}, "on_revoke"),
+    (
+        "exclusion-bad-hash",
+        {"config": {"policy": {"exclusions": [{"name": "e", "hashes": ["abc"]}]}}},
+        "hashes",
+    ),
 ]
 
 GOOD_VALUES: list[tuple[str, dict[str, Any]]] = [
@@ -62,6 +82,27 @@ GOOD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("action-unset", {"config": {"microsoft_defender_intel": {"action": ""}}}),
     ("cron-macro", {"cronJob": {"enabled": True, "schedule": "@daily"}}),
     ("ignore-two", {"config": {"reconciler": {"ignore_fields": ["title", "externalId"]}}}),
+    (
+        "policy",
+        {
+            "config": {
+                "policy": {
+                    "rules": [
+                        {
+                            "name": "partners",
+                            "match": {"labels": ["partner"], "score_max": 79, "types": ["Url"]},
+                            "action": "score",
+                            "severity": "Low",
+                        },
+                        {"name": "internal", "match": {"markings": ["TLP:RED"]}, "deploy": False},
+                    ],
+                    "on_revoke": "audit",
+                    "skip_label": "no-defender",
+                    "exclusions": [{"name": "own", "cidrs": ["203.0.113.0/24"]}],
+                }
+            }
+        },
+    ),
 ]
 
 
@@ -101,6 +142,13 @@ def test_schema_enums_match_the_config_model() -> None:
     assert [a for a in action if a] == [a.value for a in Action]
     ignore = sections["reconciler"]["properties"]["ignore_fields"]["items"]["enum"]
     assert ignore == list(IGNORABLE_FIELDS)
+    rule = sections["policy"]["properties"]["rules"]["items"]["properties"]
+    assert rule["match"]["properties"]["types"]["items"]["enum"] == list(RULE_TYPES)
+    assert rule["action"]["enum"] == [*(a.value for a in Action), "score"]
+    assert set(rule) == set(RULE_KEYS)
+    assert set(rule["match"]["properties"]) == set(MATCH_KEYS)
+    exclusion = sections["policy"]["properties"]["exclusions"]["items"]["properties"]
+    assert set(exclusion) == set(EXCLUSION_KEYS)
 
 
 def test_required_settings_must_be_present() -> None:

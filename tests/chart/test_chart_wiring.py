@@ -109,6 +109,26 @@ def every_key_changed(ca_file: Path) -> dict[str, Any]:
             "kubernetes_api_url": "https://kubernetes.example.org:6443",
             "kubernetes_token_file": "/var/run/secrets/lease/token",
         },
+        "policy": {
+            "rules": [
+                {
+                    "name": "partners",
+                    "match": {"authors": ["Partner CERT"], "score_min": 10, "types": ["Url"]},
+                    "action": "Alert",
+                    "severity": "score",
+                    "rbac_group_names": ["Servers"],
+                    "expire_time": 7,
+                },
+                {"name": "no-files", "match": {"types": ["StixFile"]}, "deploy": False},
+            ],
+            "on_revoke": "audit",
+            "on_expire": "audit",
+            "skip_label": "no-defender",
+            "exclusions": [
+                {"name": "own", "cidrs": ["203.0.113.0/24"], "domains": ["example.org"]}
+            ],
+            "known_rbac_groups": ["Servers", "Workstations"],
+        },
     }
 
 

@@ -200,6 +200,27 @@ NEW_ENV = [
         "https://127.0.0.1:6443",
     ),
     ("RECONCILER_KUBERNETES_TOKEN_FILE", "reconciler.kubernetes_token_file", "/run/tok", None),
+    (
+        "POLICY_RULES",
+        "policy.rules",
+        '[{"name": "partners", "match": {"labels": ["partner"]}, "action": "alert"}]',
+        ({"name": "partners", "match": {"labels": ["partner"]}, "action": "Alert"},),
+    ),
+    ("POLICY_ON_REVOKE", "policy.on_revoke", "Audit", "audit"),
+    ("POLICY_ON_EXPIRE", "policy.on_expire", "audit", "audit"),
+    ("POLICY_SKIP_LABEL", "policy.skip_label", "no-defender", None),
+    (
+        "POLICY_EXCLUSIONS",
+        "policy.exclusions",
+        '[{"name": "own", "cidrs": ["203.0.113.0/24"]}]',
+        ({"name": "own", "cidrs": ["203.0.113.0/24"]},),
+    ),
+    (
+        "POLICY_KNOWN_RBAC_GROUPS",
+        "policy.known_rbac_groups",
+        "Servers,Laptops",
+        ("Servers", "Laptops"),
+    ),
 ]
 
 
@@ -286,6 +307,12 @@ SEED_DEFAULTS = {
     "reconciler.retry_period_seconds": 2.0,
     "reconciler.kubernetes_api_url": None,
     "reconciler.kubernetes_token_file": None,
+    "policy.rules": (),
+    "policy.on_revoke": "delete",
+    "policy.on_expire": "delete",
+    "policy.skip_label": None,
+    "policy.exclusions": (),
+    "policy.known_rbac_groups": (),
 }
 
 

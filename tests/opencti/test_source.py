@@ -59,14 +59,22 @@ def test_small_pages_give_the_same_set(emulator: OpenCTIEmulator) -> None:
 
 def test_listed_nodes_carry_the_selected_fields(emulator: OpenCTIEmulator) -> None:
     listed = source_for(emulator).list_indicators()
-    wanted = {w for w in INDICATOR_ATTRIBUTES.replace("{", " ").replace("}", " ").split()}
-    top_level = wanted - {"type", "value", "hashes", "algorithm", "hash"}
+    top_level, depth = set(), 0
+    for word in INDICATOR_ATTRIBUTES.replace("{", " { ").replace("}", " } ").split():
+        depth += {"{": 1, "}": -1}.get(word, 0)
+        if depth == 0 and word not in "{}":
+            top_level.add(word)
+    assert {"objectMarking", "createdBy", "objectLabel"} <= top_level
     by_id = {r["id"]: r for r in emulator.indicators()}
     for node in listed:
         assert top_level <= set(node)
         record = by_id[node["id"]]
         assert node["x_opencti_score"] == record["score"]
         assert [label["value"] for label in node["objectLabel"]] == record["labels"]
+        # The policy rules' markings and author, as the reader sees them.
+        assert [m["definition"] for m in node["objectMarking"]] == record["markings"]
+        author = node["createdBy"]
+        assert (author["name"] if author else None) == record["created_by"]
     hashed = next(
         n
         for n in listed
