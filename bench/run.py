@@ -328,6 +328,33 @@ def stream_burst(ctl: Control, tmp: Path, n: int = 1_000) -> dict[str, Any]:
     }
 
 
+def big_platform(ctl: Control, tmp: Path, n: int) -> dict[str, Any]:
+    """OpenCTI holds ``n`` indicators the stream matches, Defender's quota holds 15,000: the
+    cold sync deploys the top 15,000 and stops reading; the no-op costs what 15,000 do."""
+    info = ctl.call("/setup_generated", n=n, seed=SEED)
+    config = write_config(tmp / f"config-big-{n}.yml", info)
+    cold, cold_calls = _apply(ctl, config)
+    deployed = ctl.call("/deployed_ids")["ids"]
+    scores = [s for s in ctl.call("/scores", ids=deployed)["scores"].values() if s is not None]
+    plan = _desired(ctl, config)  # also: a replan plans no write (converged)
+    noop_run, noop_calls = _apply(ctl, config)
+    return {
+        "matching": n,
+        "cold_wall_s": cold.wall,
+        "cold_cpu_s": cold.cpu,
+        "cold_peak_rss_mb": cold.peak_rss_mb,
+        "cold_write_calls": writes(cold_calls),
+        "deployed": len(deployed),
+        "lowest_deployed_score": min(scores) if scores else None,
+        "converged": plan["pending_writes"] == 0,
+        "not_read": plan.get("not_read", 0),
+        "noop_wall_s": noop_run.wall,
+        "noop_cpu_s": noop_run.cpu,
+        "noop_peak_rss_mb": noop_run.peak_rss_mb,
+        "noop_write_calls": writes(noop_calls),
+    }
+
+
 def scaling(ctl: Control, tmp: Path, at_15k: dict[str, Any]) -> list[dict[str, Any]]:
     points = []
     for desired in (1_000, 5_000, 15_000, 50_000):
@@ -414,6 +441,7 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
     )
     strict = results["stream_burst_strict_odata"]
     floor_ = results["floor_15k"]
+    bigs = [results[f"big_{n}"] for n in (100_000, 1_000_000)]
     svc_ratio = svc["wall_s_per_run"] / floor_["wall_s"]
     cli_ratio = noop_["wall_s"] / floor_["wall_s"]
     results["noop_over_floor"] = {"service": svc_ratio, "cli": cli_ratio}
@@ -518,6 +546,30 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
             strict["import_calls"] <= 5 and strict["refused_reads"] == 0,
         ),
     ]
+    for big in bigs:
+        n = f"{big['matching']:,}"
+        rows += [
+            (
+                f"{n} matching: cold sync peak RSS / write calls",
+                f"{big['cold_peak_rss_mb']:.0f} MB / {big['cold_write_calls']}",
+                "< 300 MB / <= 32",
+                big["cold_peak_rss_mb"] < 300 and big["cold_write_calls"] <= 32,
+            ),
+            (
+                f"{n} matching: deployed (lowest score) / not read",
+                f"{big['deployed']:,} ({big['lowest_deployed_score']}) / {big['not_read']:,}",
+                "15,000, converged",
+                big["deployed"] == 15_000 and big["converged"],
+            ),
+            (
+                f"{n} matching: no-op wall / peak RSS",
+                f"{big['noop_wall_s']:.2f} s / {big['noop_peak_rss_mb']:.0f} MB",
+                f"<= 2 x {noop_['wall_s']:.2f} s / < 300 MB",
+                big["noop_wall_s"] <= 2 * noop_["wall_s"]
+                and big["noop_peak_rss_mb"] < 300
+                and big["noop_write_calls"] == 0,
+            ),
+        ]
     for point in results["scaling"]:
         rows.append(
             (
@@ -587,6 +639,9 @@ def main() -> int:
             results["drift_repair"] = drift(ctl, config)
             _step("no-op reconcile at 15,000 in the running service (2 scheduled runs)")
             results["noop_15k_service"] = noop_service(ctl, tmp)
+            for n in (100_000, 1_000_000):
+                _step(f"{n:,} matching indicators: cold sync, then a no-op")
+                results[f"big_{n}"] = big_platform(ctl, tmp, n)
             _step("stream burst of 1,000 creates")
             results["stream_burst"] = stream_burst(ctl, tmp)
             _step("stream burst of 1,000 creates, strict OData (no or, 100 nodes, 2,048-char URLs)")

@@ -63,6 +63,31 @@ class Sandbox:
         self.opencti.load(generate_indicators(records, seed=seed, now=today()))
         return self.info()
 
+    def setup_generated(self, n: int, seed: int = 1) -> dict[str, Any]:
+        """A fresh tenant and a fresh OpenCTI serving a generated population of ``n``
+        indicators made on demand (a million cost a few megabytes)."""
+        self.defender.reset()
+        if self.opencti is not None:
+            self.opencti.stop()
+        self.opencti = OpenCTIEmulator(seed=seed + 7919).start()
+        self.opencti.load_generated(n, seed=seed, now=today())
+        return self.info()
+
+    def scores(self, ids: list[str]) -> dict[str, Any]:
+        """The OpenCTI score of each id (None: unknown), to judge what was deployed."""
+        assert self.opencti is not None, "setup first"
+        out: dict[str, Any] = {}
+        for ident in ids:
+            record = self.opencti.indicator(ident)
+            out[ident] = None if record is None else record.get("score")
+        return {"scores": out}
+
+    def deployed_ids(self) -> dict[str, Any]:
+        """The externalId (OpenCTI id) of every indicator the tenant holds."""
+        with self.defender._lock:
+            rows = list(self.defender._store.rows.values())
+        return {"ids": [str(r.get("externalId")) for r in rows if r.get("externalId")]}
+
     def info(self) -> dict[str, Any]:
         emu, octi = self.defender, self.opencti
         assert octi is not None, "setup first"
@@ -151,6 +176,9 @@ def _handler(sandbox: Sandbox, stop: threading.Event) -> type[BaseHTTPRequestHan
         "/reset_log": lambda a: sandbox.reset_log(),
         "/drift": lambda a: sandbox.drift(float(a["fraction"]), int(a.get("seed", 1))),
         "/burst": lambda a: sandbox.burst(int(a["n"])),
+        "/setup_generated": lambda a: sandbox.setup_generated(int(a["n"]), int(a.get("seed", 1))),
+        "/scores": lambda a: sandbox.scores(list(a["ids"])),
+        "/deployed_ids": lambda a: sandbox.deployed_ids(),
         "/odata": lambda a: sandbox.odata(str(a["mode"])),
         "/refused_reads": lambda a: sandbox.refused_reads(),
     }

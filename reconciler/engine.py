@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from loguru import logger
 from pydantic import ValidationError
@@ -108,7 +108,7 @@ class Outcome:
 
 
 #: Owned rows parsed by earlier listings, by id: (fingerprint of the raw row, the parse).
-OwnedMemo = dict[str, tuple[tuple[Any, ...], DefenderIndicator]]
+OwnedMemo = dict[str, tuple[int, DefenderIndicator]]
 
 
 def split_owned(
@@ -149,33 +149,39 @@ def split_owned(
     return ActualState(tuple(owned), others, held, outside)
 
 
-def _owned_fingerprint(row: RawIndicator) -> tuple[Any, ...]:
-    """Every field of a listing row a ``DefenderIndicator`` keeps, as a comparable tuple."""
+def _owned_fingerprint(row: RawIndicator) -> int:
+    """A 64-bit hash of every field of a listing row a ``DefenderIndicator`` keeps (a hash,
+    not the strings: the memory of 15,000 owned rows stays small)."""
     groups = row.get("rbacGroupNames")
-    return (
-        row.get("lastUpdateTime"),
-        row.get("indicatorType"),
-        row.get("indicatorValue"),
-        row.get("action"),
-        row.get("severity"),
-        row.get("title"),
-        row.get("description"),
-        row.get("application"),
-        row.get("externalId"),
-        row.get("expirationTime"),
-        row.get("generateAlert"),
-        tuple(groups) if isinstance(groups, list) else groups,
-        row.get("recommendedActions"),
-        row.get("educateUrl"),
-        row.get("createdBy"),
-        row.get("createdBySource"),
-        row.get("creationTimeDateTimeUtc"),
+    return hash(
+        (
+            row.get("lastUpdateTime"),
+            row.get("indicatorType"),
+            row.get("indicatorValue"),
+            row.get("action"),
+            row.get("severity"),
+            row.get("title"),
+            row.get("description"),
+            row.get("application"),
+            row.get("externalId"),
+            row.get("expirationTime"),
+            row.get("generateAlert"),
+            tuple(groups) if isinstance(groups, list) else groups,
+            row.get("recommendedActions"),
+            row.get("educateUrl"),
+            row.get("createdBy"),
+            row.get("createdBySource"),
+            row.get("creationTimeDateTimeUtc"),
+        )
     )
 
 
 def _read_owned_memo(row: RawIndicator, memo: OwnedMemo, seen: OwnedMemo) -> DefenderIndicator:
     ident = str(row.get("id"))
-    fingerprint = _owned_fingerprint(row)
+    try:
+        fingerprint = _owned_fingerprint(row)
+    except TypeError:  # a value that cannot be hashed: just parse it, every time
+        return _read_owned(row)
     known = memo.get(ident)
     parsed = known[1] if known is not None and known[0] == fingerprint else _read_owned(row)
     seen[ident] = (fingerprint, parsed)
@@ -226,11 +232,15 @@ class Engine:
         ownership: Ownership,
         dry_run: bool = False,
         churn_runs: int = 0,
+        remember: bool = False,
         clock: Clock | None = None,
     ) -> None:
         """``churn_runs``: consecutive full runs planning the same change for a key before it
         is held back (``plan.hold_churning``; 0 = off, and always off in dry-run mode, where
-        nothing is written and every run plans the same)."""
+        nothing is written and every run plans the same). ``remember``: keep what a full run
+        read for the next one (unchanged rows are not parsed and mapped again, an unchanged
+        tenant is not planned again): for a long-lived service; a one-shot command has no
+        next run and saves the memory."""
         self.source = source
         self.defender = defender
         self.mapping_policy = mapping_policy
@@ -240,7 +250,8 @@ class Engine:
         self.churn_runs = 0 if dry_run else churn_runs
         self.churn = ChurnState()
         self.clock: Clock = clock or SystemClock()
-        self.index = DesiredIndex(mapping_policy)
+        self.index = DesiredIndex(mapping_policy, remember=remember)
+        self.remember = remember
         #: Owned indicators in Defender: from the last full listing, kept up to date by every
         #: apply since (what the plans intended, less nothing: the next full run re-reads).
         self.owned_total = 0
@@ -293,7 +304,8 @@ class Engine:
     def read_actual(self) -> ActualState:
         """List every active Defender indicator (one pass) and split owned from the rest."""
         # Row by row: only one page of raw JSON is alive next to the parsed models.
-        return split_owned(self.defender.iter_indicators(), self.ownership, memo=self._owned_memo)
+        memo = self._owned_memo if self.remember else None
+        return split_owned(self.defender.iter_indicators(), self.ownership, memo=memo)
 
     def read_actual_for(self, keys: Iterable[IndicatorKey]) -> ActualState:
         """What Defender holds for ``keys`` (a scoped run): the owned indicators holding them,
@@ -306,9 +318,8 @@ class Engine:
         listing is correct under every one of those behaviours and costs a bounded number of
         calls whatever the number of keys."""
         wanted = frozenset(keys)
-        state = split_owned(
-            self.defender.iter_indicators(), self.ownership, wanted, memo=self._owned_memo
-        )
+        memo = self._owned_memo if self.remember else None
+        state = split_owned(self.defender.iter_indicators(), self.ownership, wanted, memo=memo)
         self.non_owned = state.non_owned_count
         self.owned_total = len(state.owned) + state.owned_outside
         return state
@@ -357,7 +368,8 @@ class Engine:
                     complete=True,
                     not_read=not_read,
                 )
-                self._last_plan = (inputs, plan)
+                if self.remember:
+                    self._last_plan = (inputs, plan)
         _log_plan("plan", plan)
         return plan, desired, actual
 

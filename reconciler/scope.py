@@ -54,25 +54,37 @@ class RowRead:
 
 @dataclass(frozen=True, slots=True)
 class _Memo:
-    fingerprint: tuple[Any, ...]
+    fingerprint: int
     read: RowRead
     #: The mapping holds until then (an indicator expires as time passes); None: for ever.
     until: datetime | None
 
 
-def _fingerprint(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    # Labels, markings and author too: policy rules match on them, and an author renamed in
-    # OpenCTI does not bump the indicator's updated_at.
-    return (
-        row.get("updated_at"),
-        row.get("x_opencti_score"),
-        row.get("revoked"),
-        row.get("valid_until"),
-        row.get("pattern"),
-        row.get("objectLabel"),
-        row.get("objectMarking"),
-        row.get("createdBy"),
+def _fingerprint(row: Mapping[str, Any]) -> int:
+    """A 64-bit hash of what identifies a row's version (kept instead of the row's strings, so
+    the memory of a 15,000-row read stays small). Labels, markings and author too: policy
+    rules match on them, and an author renamed in OpenCTI does not bump ``updated_at``."""
+    return hash(
+        (
+            row.get("updated_at"),
+            row.get("x_opencti_score"),
+            row.get("revoked"),
+            row.get("valid_until"),
+            row.get("pattern"),
+            _frozen(row.get("objectLabel")),
+            _frozen(row.get("objectMarking")),
+            _frozen(row.get("createdBy")),
+        )
     )
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` with its lists and objects turned into tuples (hashable)."""
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _holds_until(result: MappingResult, now: datetime) -> datetime | None:
@@ -95,8 +107,10 @@ def _keys(result: MappingResult) -> set[IndicatorKey]:
 class DesiredIndex:
     """Mapping results by OpenCTI id, with a reverse index key → contributing ids."""
 
-    def __init__(self, policy: MappingPolicy) -> None:
+    def __init__(self, policy: MappingPolicy, *, remember: bool = True) -> None:
+        """``remember``: keep each full read's rows for the next (``read_row``)."""
         self.policy = policy
+        self.remember = remember
         self._results: dict[str, MappingResult] = {}
         self._read_skips: dict[str, Skipped] = {}
         self._by_key: dict[IndicatorKey, set[str]] = {}
@@ -139,7 +153,10 @@ class DesiredIndex:
         the last full read and its mapping still holds at ``now``, taken from memory."""
         ident = row.get("id")
         memo = self._memo.get(ident) if isinstance(ident, str) else None
-        fingerprint = _fingerprint(row)
+        try:
+            fingerprint = _fingerprint(row)
+        except TypeError:  # a value that cannot be hashed: never remembered
+            fingerprint, memo = 0, None
         if (
             memo is not None
             and memo.fingerprint == fingerprint
@@ -163,7 +180,7 @@ class DesiredIndex:
             assert result is not None  # only an unreadable row maps to None
             read = RowRead(item.id, item.score, item.updated_at, result)
             until = _holds_until(result, now)
-        if read.opencti_id:
+        if read.opencti_id and self.remember and fingerprint:
             self._memo_next[read.opencti_id] = _Memo(fingerprint, read, until)
         return read
 

@@ -51,6 +51,7 @@ def run_service(settings: Settings) -> int:
         on_token=add_secret,
         on_call=metrics.on_defender_call,
         on_lifecycle=metrics.on_lifecycle,
+        long_lived=True,
     ) as engine:
         controller = Controller(
             options, engine=engine, metrics=metrics, stop=stop, leadership=leadership

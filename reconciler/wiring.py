@@ -311,8 +311,10 @@ def open_engine(
     on_token: Callable[[str], None] | None = None,
     on_call: Callable[[str, int | None], None] | None = None,
     on_lifecycle: Callable[[LifecycleNotice], None] | None = None,
+    long_lived: bool = False,
 ) -> Iterator[Engine]:
-    """Yield an ``Engine`` wired to the configured OpenCTI and Defender; closes clients."""
+    """Yield an ``Engine`` wired to the configured OpenCTI and Defender; closes clients.
+    ``long_lived`` (the service): the engine remembers each full read for the next."""
     client = defender_client(
         settings, clock=clock, on_token=on_token, on_call=on_call, on_lifecycle=on_lifecycle
     )
@@ -325,6 +327,7 @@ def open_engine(
             ownership=ownership(settings),
             dry_run=settings.reconciler.dry_run,
             churn_runs=settings.reconciler.churn_runs,
+            remember=long_lived,
             clock=clock,
         )
     finally:
