@@ -252,16 +252,11 @@ class LeaseElector:
             await self._finish(lock, api)
 
     def _config(self, lock: Any) -> Any:
-        from kubernetes_asyncio.leaderelection.electionconfig import Config
+        from reconciler import lease
 
         o = self.options
-        return Config(
-            lock,
-            lease_duration=o.lease_duration,
-            renew_deadline=o.renew_deadline,
-            retry_period=o.retry_period,
-            onstarted_leading=self._started,
-            onstopped_leading=self._stopped,
+        return lease.election_config(
+            lock, o.lease_duration, o.renew_deadline, o.retry_period, self._started, self._stopped
         )
 
     def _attempt_hook(self, lock: Any) -> Callable[[float, bool, str | None], None]:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,19 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config import load_incluster_config
+from kubernetes_asyncio.leaderelection.electionconfig import Config
 from kubernetes_asyncio.leaderelection.leaderelection import LeaderElection
 from kubernetes_asyncio.leaderelection.leaderelectionrecord import LeaderElectionRecord
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 from loguru import logger
 
-__all__ = ["GuardedElection", "TimedLeaseLock", "micro_time", "open_api_client"]
+__all__ = [
+    "GuardedElection",
+    "TimedLeaseLock",
+    "election_config",
+    "micro_time",
+    "open_api_client",
+]
 
 #: The elector's own time strings: ``str(datetime)`` of a naive local time.
 _LOCAL_FORMATS = ("%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S")
@@ -85,6 +92,25 @@ def open_api_client(api_url: str | None, token_file: Path | None) -> Any:
             token = token_file.read_text(encoding="utf-8").strip()
             configuration.api_key["BearerToken"] = f"Bearer {token}"
     return client.ApiClient(configuration=configuration)
+
+
+def election_config(
+    lock: TimedLeaseLock,
+    lease_duration: float,
+    renew_deadline: float,
+    retry_period: float,
+    on_started: Callable[[], Coroutine[Any, Any, None]],
+    on_stopped: Callable[[], Coroutine[Any, Any, None]],
+) -> Any:
+    """The library's election config (it checks the timings' order itself)."""
+    return Config(
+        lock,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+        onstarted_leading=on_started,
+        onstopped_leading=on_stopped,
+    )
 
 
 class TimedLeaseLock(LeaseLock):  # type: ignore[misc]

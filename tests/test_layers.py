@@ -98,3 +98,31 @@ def test_the_controller_does_no_reading_mapping_or_planning() -> None:
         or n.startswith(ADAPTERS)
     }
     assert not bad, f"controller.py imports {bad}"
+
+
+def test_the_controller_knows_leader_election_only_through_its_protocol() -> None:
+    bad = {
+        n
+        for n in imports_of(PKG / "controller.py")
+        if n in ("reconciler.leader", "reconciler.lease")
+    }
+    assert not bad, f"controller.py imports {bad}"
+
+
+def top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", files_of(*(p.stem for p in PKG.glob("*.py"))), ids=rel)
+def test_kubernetes_is_imported_lazily_and_only_for_leases(path: Path) -> None:
+    """``reconciler --help`` and the one-shot commands never load kubernetes_asyncio: only
+    ``lease`` imports it, and ``lease`` is imported inside the functions that need it."""
+    if rel(path) != "lease.py":
+        assert not {n for n in imports_of(path) if n.startswith("kubernetes")}, rel(path)
+    assert "reconciler.lease" not in top_level_imports(path), rel(path)
