@@ -509,6 +509,16 @@ def test_to_dict_from_dict_round_trip(sample_plan: Plan) -> None:
     assert again.deletes_blocked == sample_plan.deletes_blocked
 
 
+def test_a_plan_saved_before_rules_existed_still_loads(sample_plan: Plan) -> None:
+    data = sample_plan.to_dict()
+    for change in data["changes"]:
+        del change["rule"]
+    again = Plan.from_dict(data)
+    assert {c.rule for c in again.changes} == {""}
+    assert [c.key for c in again.changes] == [c.key for c in sample_plan.changes]
+    assert any(c.rule for c in sample_plan.changes)  # the sample does name rules
+
+
 def test_from_dict_refuses_other_version(sample_plan: Plan) -> None:
     data = sample_plan.to_dict() | {"format_version": "2"}
     with pytest.raises(ValueError, match="format_version"):
