@@ -64,6 +64,7 @@ def _fingerprint(row: Mapping[str, Any]) -> int:
     """A 64-bit hash of what identifies a row's version (kept instead of the row's strings, so
     the memory of a 15,000-row read stays small). Labels, markings and author too: policy
     rules match on them, and an author renamed in OpenCTI does not bump ``updated_at``."""
+    author = row.get("createdBy")
     return hash(
         (
             row.get("updated_at"),
@@ -71,20 +72,23 @@ def _fingerprint(row: Mapping[str, Any]) -> int:
             row.get("revoked"),
             row.get("valid_until"),
             row.get("pattern"),
-            _frozen(row.get("objectLabel")),
-            _frozen(row.get("objectMarking")),
-            _frozen(row.get("createdBy")),
+            _refs(row.get("objectLabel")),
+            _refs(row.get("objectMarking")),
+            (author.get("id"), author.get("name")) if isinstance(author, dict) else author,
         )
     )
 
 
-def _frozen(value: Any) -> Any:
-    """``value`` with its lists and objects turned into tuples (hashable)."""
-    if isinstance(value, dict):
-        return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return tuple(_frozen(v) for v in value)
-    return value
+def _refs(value: Any) -> Any:
+    """A list of referenced objects as a tuple of their ids and names (hashable, cheap)."""
+    if not isinstance(value, list):
+        return value
+    return tuple(
+        (v.get("id"), v.get("value") or v.get("definition") or v.get("name"))
+        if isinstance(v, dict)
+        else v
+        for v in value
+    )
 
 
 def _holds_until(result: MappingResult, now: datetime) -> datetime | None:
@@ -152,11 +156,13 @@ class DesiredIndex:
         """Add one listing row of a rebuild: parsed and mapped, or, when it is unchanged since
         the last full read and its mapping still holds at ``now``, taken from memory."""
         ident = row.get("id")
-        memo = self._memo.get(ident) if isinstance(ident, str) else None
-        try:
-            fingerprint = _fingerprint(row)
-        except TypeError:  # a value that cannot be hashed: never remembered
-            fingerprint, memo = 0, None
+        memo = self._memo.get(ident) if isinstance(ident, str) and self.remember else None
+        fingerprint = 0
+        if self.remember:
+            try:
+                fingerprint = _fingerprint(row)
+            except TypeError:  # a value that cannot be hashed: never remembered
+                memo = None
         if (
             memo is not None
             and memo.fingerprint == fingerprint
