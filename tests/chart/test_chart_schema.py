@@ -19,7 +19,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("action-typo", {"config": {"microsoft_defender_intel": {"action": "Blok"}}}, "action"),
     ("negative-interval", {"config": {"reconciler": {"interval_seconds": -1}}}, "interval"),
     ("interval-below-10", {"config": {"reconciler": {"interval_seconds": 5}}}, "interval"),
-    ("unknown-top-level-key", {"replicaCount": 2}, "replicaCount"),
+    ("unknown-top-level-key", {"replicas": 2}, "replicas"),
     ("unknown-config-key", {"config": {"reconciler": {"dryrun": True}}}, "dryrun"),
     ("unknown-section", {"config": {"defender": {}}}, "defender"),
     ("token-in-config", {"config": {"opencti": {"token": "t0ken"}}}, "token"),

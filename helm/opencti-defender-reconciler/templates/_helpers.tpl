@@ -142,30 +142,159 @@ inside the writable /tmp. */}}
 {{- end }}
 {{- end }}
 
-{{/* Pod-level settings shared by both pods. */}}
+{{/* Pod-level settings shared by both pods. Context: dict "root" (the chart's), "automount"
+(mount the service account token: the controller's pods with leader election) and "affinity". */}}
 {{- define "reconciler.podSpecCommon" -}}
-serviceAccountName: {{ include "reconciler.serviceAccountName" . }}
-automountServiceAccountToken: false
+{{- $root := .root }}
+serviceAccountName: {{ include "reconciler.serviceAccountName" $root }}
+automountServiceAccountToken: {{ .automount }}
 enableServiceLinks: false
-{{- with .Values.imagePullSecrets }}
+{{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.priorityClassName }}
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- with $root.Values.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
-{{- with .Values.nodeSelector }}
+{{- with $root.Values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with .affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $root.Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* The controller workloads, as a YAML list: one per entry of `tenants`, or a single one
+(name "") when there are none. Each: name, fullname (also its Lease's default name), replicas,
+leaderElection (on when asked or when replicas > 1), lease (the Lease's name), tenant (the
+values entry). Fails on a duplicate tenant name (JSON Schema cannot compare list items by a
+key; this runs right after the schema, on every install, upgrade and template). */}}
+{{- define "reconciler.workloads" -}}
+{{- $root := . }}
+{{- $fullname := include "reconciler.fullname" . }}
+{{- $rec := .Values.config.reconciler }}
+{{- $entries := list }}
+{{- if .Values.tenants }}
+{{- $seen := dict }}
+{{- range .Values.tenants }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "tenants: duplicate tenant name %q (each tenant needs its own name)" .name) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- $entries = append $entries (dict "name" .name "tenant" . "replicas" (int (default $root.Values.replicaCount .replicaCount))) }}
+{{- end }}
+{{- else }}
+{{- $entries = append $entries (dict "name" "" "tenant" dict "replicas" (int .Values.replicaCount)) }}
+{{- end }}
+{{- $out := list }}
+{{- range $entries }}
+{{- $name := ternary $fullname (printf "%s-%s" $fullname .name | trunc 63 | trimSuffix "-") (eq .name "") }}
+{{- $elect := or $rec.leader_election (gt .replicas 1) }}
+{{- $lease := default $name $rec.lease_name }}
+{{- $out = append $out (dict "name" .name "fullname" $name "replicas" .replicas "leaderElection" $elect "lease" $lease "tenant" .tenant) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* True when some workload runs leader election (the Role, the token mount). */}}
+{{- define "reconciler.anyLeaderElection" -}}
+{{- range (include "reconciler.workloads" . | fromYamlArray) }}{{ if .leaderElection }}true{{ end }}{{ end }}
+{{- end }}
+
+{{/* Selector labels of one workload's pods. Context: dict "root", "w" (a workload). */}}
+{{- define "reconciler.workloadSelectorLabels" -}}
+{{ include "reconciler.controllerSelectorLabels" .root }}
+{{- if .w.name }}
+opencti-defender-reconciler/tenant: {{ .w.name }}
+{{- end }}
+{{- end }}
+
+{{/* The affinity of one workload's pods: the values' affinity, plus anti-affinity between its
+replicas (soft or hard; unless the values bring their own podAntiAffinity). */}}
+{{- define "reconciler.workloadAffinity" -}}
+{{- $affinity := deepCopy (default dict .root.Values.affinity) }}
+{{- $mode := .root.Values.podAntiAffinity }}
+{{- if and (gt (int .w.replicas) 1) (ne $mode "none") (not (hasKey $affinity "podAntiAffinity")) }}
+{{- $term := dict "topologyKey" "kubernetes.io/hostname" "labelSelector" (dict "matchLabels" (include "reconciler.workloadSelectorLabels" . | fromYaml)) }}
+{{- if eq $mode "hard" }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) }}
+{{- else }}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" $term))) }}
+{{- end }}
+{{- end }}
+{{- toYaml $affinity }}
+{{- end }}
+
+{{/* Env of one workload's controller: the shared env, then leader election and the tenant's
+own settings (env beats config.yml), then the tenant's extraEnv. Context: dict "root", "w". */}}
+{{- define "reconciler.workloadEnv" -}}
+{{- $root := .root }}
+{{- $w := .w }}
+{{- $t := .w.tenant }}
+{{- $rec := $root.Values.config.reconciler }}
+- name: RECONCILER_CONFIG
+  value: {{ include "reconciler.configPath" $root | quote }}
+- name: OPENCTI_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "reconciler.secretName" $root }}
+      key: {{ $root.Values.existingSecretKeys.openctiToken }}
+- name: MICROSOFT_DEFENDER_INTEL_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+{{- if $w.name }}
+      name: {{ $t.clientSecret.name }}
+      key: {{ $t.clientSecret.key }}
+{{- else }}
+      name: {{ include "reconciler.secretName" $root }}
+      key: {{ $root.Values.existingSecretKeys.clientSecret }}
+{{- end }}
+{{- if $w.leaderElection }}
+- name: RECONCILER_LEADER_ELECTION
+  value: "true"
+{{- if not $rec.lease_name }}
+- name: RECONCILER_LEASE_NAME
+  value: {{ $w.lease | quote }}
+{{- end }}
+{{- if not $rec.lease_namespace }}
+- name: RECONCILER_LEASE_NAMESPACE
+  value: {{ $root.Release.Namespace | quote }}
+{{- end }}
+{{- end }}
+{{- if $w.name }}
+- name: RECONCILER_TENANT
+  value: {{ $w.name | quote }}
+- name: MICROSOFT_DEFENDER_INTEL_TENANT_ID
+  value: {{ $t.tenantId | quote }}
+- name: MICROSOFT_DEFENDER_INTEL_CLIENT_ID
+  value: {{ $t.clientId | quote }}
+- name: CONNECTOR_ID
+  value: {{ $t.connectorId | quote }}
+{{- with $t.liveStreamId }}
+- name: CONNECTOR_LIVE_STREAM_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.ownershipTag }}
+- name: MICROSOFT_DEFENDER_INTEL_OWNERSHIP_TAG
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.quota }}
+- name: RECONCILER_QUOTA
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- with $root.Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- with $t.extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
