@@ -102,7 +102,8 @@ def _key_section(e: Explanation, key: IndicatorKey) -> list[str]:
     changes = [c for c in e.changes if c.key == key]
     lines.append("  Plan:" if changes else "  Plan: no change (in sync, or nothing to deploy).")
     for change in changes:
-        rule = f" · rule {change.rule}" if change.rule else ""
+        what = "exclusion" if change.reason == "excluded" else "rule"
+        rule = f" · {what} {change.rule}" if change.rule else ""
         detail = f" — {change.detail}" if change.detail else ""
         lines.append(f"    {change.kind.value}: {change.reason}{detail}{rule}")
     return [*lines, ""]
@@ -125,7 +126,8 @@ def _indicator_lines(ind: IndicatorTrace, key: IndicatorKey) -> list[str]:
         if value.key != key:
             continue
         lines.append(f"    value from {value.observable_type}: {value.outcome}")
-        lines.append(f"    rule: {value.rule}")
+        lines.append(f"    decided by: {value.decided_by}")
+        lines.append("    rules tried (→ the value's rule, ✓ also matches, ✗ does not):")
         for trace in value.rules:
             mark = "→" if trace.chosen else ("✓" if trace.matched else "✗")
             lines.append(f"      {mark} {trace.rule}: {'; '.join(trace.why)}")

@@ -19,7 +19,7 @@ from reconciler.mapping.models import ObservableValue, OpenCTIIndicator
 from reconciler.mapping.policy import MappingPolicy
 from reconciler.mapping.rules import RuleTrace
 from reconciler.mapping.values import _canonical_key
-from reconciler.model import DesiredIndicator, IndicatorKey, Skipped, format_datetime
+from reconciler.model import DesiredIndicator, IndicatorKey, Skipped, SkipReason, format_datetime
 
 __all__ = ["IndicatorTrace", "ValueTrace", "keys_for", "trace_indicator"]
 
@@ -52,11 +52,13 @@ def keys_for(text: str) -> tuple[IndicatorKey, ...]:
 @dataclass(frozen=True)
 class ValueTrace:
     """One value of an indicator that is an asked-for key: what becomes of it (``outcome``, as
-    the plan sees it), the rule it gets, and every rule tried."""
+    the plan sees it), what decided that (``decided_by``: its rule, or what wins over every
+    rule), the rule it gets, and every rule tried."""
 
     key: IndicatorKey
     observable_type: str
     outcome: str
+    decided_by: str
     rule: str
     rules: tuple[RuleTrace, ...]
 
@@ -94,9 +96,9 @@ def trace_indicator(
             continue
         spec, skip = specs.get(key), skips.get(key)
         rules = policy.rule_book.trace(ind, key.type, obs_type)
-        chosen = next(t.rule for t in rules if t.chosen)
-        rule = spec.rule if spec is not None else (skip.rule if skip and skip.rule else chosen)
-        values.append(ValueTrace(key, obs_type, _outcome(spec, skip), rule, rules))
+        rule = next(t.rule for t in rules if t.chosen)
+        decided = _decided_by(spec, skip, rule)
+        values.append(ValueTrace(key, obs_type, _outcome(spec, skip), decided, rule, rules))
     author = ind.author or (ind.author_ids[0] if ind.author_ids else None)
     return IndicatorTrace(
         opencti_id=ind.id,
@@ -123,6 +125,22 @@ def _keys_of(ind: OpenCTIIndicator, policy: MappingPolicy) -> dict[IndicatorKey,
         if isinstance(outcome, IndicatorKey):
             found.setdefault(outcome, obs.type)
     return found
+
+
+_WINS_OVER_RULES = {
+    SkipReason.OPTED_OUT: "the opt-out label (policy.skip_label), before any rule",
+    SkipReason.REVOKED: "the revocation (policy.on_revoke: delete), before any rule",
+    SkipReason.EXPIRED: "the expiry (policy.on_expire: delete)",
+    SkipReason.SUPERSEDED: "the merge: another indicator with a higher priority holds the key",
+}
+
+
+def _decided_by(spec: DesiredIndicator | None, skip: Skipped | None, rule: str) -> str:
+    if spec is not None or skip is None:
+        return f"rule {rule}"
+    if skip.reason is SkipReason.EXCLUDED:
+        return f"exclusion {skip.rule}, before any rule"
+    return _WINS_OVER_RULES.get(skip.reason, f"rule {skip.rule or rule}")
 
 
 def _outcome(spec: DesiredIndicator | None, skip: Skipped | None) -> str:
