@@ -66,8 +66,9 @@ def test_check_reports_each_step(tmp_path: Path) -> None:
         cfg = write_config(tmp_path / "c.yml", defender, opencti)
         code, out, _ = run("check", "--config", str(cfg))
         assert code == 0, out
-        assert out.count("[ ok ]") == 6
+        assert out.count("[ ok ]") == 7
         assert "[ ok ] OpenCTI live stream access: the token may read it" in out
+        assert "[ ok ] Stream position storage: in OpenCTI's connector state" in out
         assert "[ ok ] Defender write permission: the token carries Ti.ReadWrite.All" in out
         bad = write_config(
             tmp_path / "bad.yml",
@@ -92,6 +93,31 @@ def test_check_fails_before_any_write_without_the_write_permission(tmp_path: Pat
         assert "[fail] Defender write permission: the token carries Ti.ReadWrite, not " in out
         assert "hint: grant the application permission Ti.ReadWrite.All" in out
         assert not [r for r in defender.requests if r.endpoint in ("import", "batch_delete")]
+
+
+def test_check_names_the_opencti_capabilities_a_token_lacks(tmp_path: Path) -> None:
+    """A user who may read knowledge but not the (non-public) live stream, nor register the
+    connector whose state keeps the stream position."""
+    with (
+        DefenderEmulator() as defender,
+        OpenCTIEmulator(capabilities=("KNOWLEDGE",)) as opencti,
+    ):
+        cfg = write_config(tmp_path / "c.yml", defender, opencti)
+        code, out, _ = run("check", "--config", str(cfg))
+        assert code == 1, out
+        assert "[fail] OpenCTI live stream access: live stream 'stream-1' refused" in out
+        assert "'Access data sharing' (TAXIIAPI)" in out
+        assert "[fail] Stream position storage: the user's capabilities are KNOWLEDGE" in out
+        assert "'Connectors API usage' (CONNECTORAPI)" in out
+        # With a public stream and a state file, the same user is enough.
+        opencti.stream_public = True
+        state = tmp_path / "state" / "position.json"
+        cfg = write_config(
+            tmp_path / "c2.yml", defender, opencti, reconciler__state_path=str(state)
+        )
+        code, out, _ = run("check", "--config", str(cfg))
+        assert code == 0, out
+        assert f"[ ok ] Stream position storage: {state} can be written" in out
 
 
 def test_check_notes_an_api_that_announced_its_end_of_life(tmp_path: Path) -> None:

@@ -43,8 +43,14 @@ class OpenCTIEmulator:
         max_page_size: int = 5000,
         seed: int = 0,
         event_log_size: int = 100_000,
+        capabilities: tuple[str, ...] = ("BYPASS",),
+        stream_public: bool = False,
     ) -> None:
         self.host = host
+        #: What the token's user may do (``me { capabilities }``): a non-public stream needs
+        #: TAXIIAPI ("Access data sharing"), registering a connector CONNECTORAPI; BYPASS all.
+        self.capabilities = tuple(capabilities)
+        self.stream_public = stream_public
         self.port = port
         self.token = token
         self.stream_id = stream_id

@@ -94,7 +94,17 @@ def _about(emu: OpenCTIEmulator, variables: Variables, query: str) -> Any:
     return {"version": PLATFORM_VERSION, "dependencies": []}
 
 
+def _me(emu: OpenCTIEmulator, variables: Variables, query: str) -> Any:
+    return {
+        "id": CREATOR_ID,
+        "name": "admin",
+        "capabilities": [{"id": f"capability--{c.lower()}", "name": c} for c in emu.capabilities],
+    }
+
+
 def _register_connector(emu: OpenCTIEmulator, variables: Variables, query: str) -> Any:
+    if not {"BYPASS", "CONNECTORAPI"} & set(emu.capabilities):
+        raise GraphQLError("You are not allowed to do this.", "FORBIDDEN_ACCESS")
     spec = variables.get("input") or {}
     connector_id = str(spec.get("id"))
     with emu._cond:
@@ -151,7 +161,7 @@ def _stream_collection(emu: OpenCTIEmulator, variables: Variables, query: str) -
         "name": emu.stream_name,
         "description": "Indicators for Microsoft Defender",
         "stream_live": emu.stream_enabled,
-        "stream_public": False,
+        "stream_public": emu.stream_public,
         "filters": json.dumps(emu.stream_filters) if emu.stream_filters else None,
     }
 
@@ -166,6 +176,7 @@ def _indicator(emu: OpenCTIEmulator, variables: Variables, query: str) -> Any:
 
 _RESOLVERS: dict[str, Callable[[OpenCTIEmulator, Variables, str], Any]] = {
     "about": _about,
+    "me": _me,
     "registerConnector": _register_connector,
     "pingConnector": _ping_connector,
     "deleteConnector": _delete_connector,

@@ -217,9 +217,13 @@ def _splice(envelope: dict[str, Any], stix_text: str) -> str:
 
 
 def status(emu: OpenCTIEmulator, stream_id: str, authorized: bool) -> int:
-    """200, or 401 (bad token or unknown stream), or 410 (the stream is turned off)."""
+    """200, or 401 (bad token or unknown stream), 403 (a non-public stream and a user without
+    "Access data sharing"), or 410 (the stream is turned off)."""
     if not authorized or stream_id != emu.stream_id:
         return 401
+    allowed = {"BYPASS", "TAXIIAPI"} & set(emu.capabilities)
+    if not emu.stream_public and not allowed:
+        return 403
     if not emu.stream_enabled:
         return 410
     return 200
