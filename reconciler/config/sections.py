@@ -413,8 +413,7 @@ class ReconcilerSection(_Section):
     )
     lease_namespace: NonEmpty | None = _setting(
         None,
-        "Namespace of the Lease (not set = the pod's own namespace in a cluster, else "
-        "'default').",
+        "Namespace of the Lease (not set = the pod's own namespace in a cluster, else 'default').",
         env="RECONCILER_LEASE_NAMESPACE",
         accepted="a non-empty string (a Kubernetes namespace)",
     )
