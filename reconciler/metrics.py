@@ -47,7 +47,12 @@ class Metrics:
     ) -> None:
         self.tenant = tenant
         self.registry = registry or (TenantRegistry(tenant) if tenant else CollectorRegistry())
-        r = self.registry
+        self._reconcile_metrics(self.registry)
+        self._defender_metrics(self.registry)
+        self._process_metrics(self.registry)
+
+    def _reconcile_metrics(self, r: CollectorRegistry) -> None:
+        """Runs, what they planned and applied, quota."""
         p = _PREFIX
         self.runs = Counter(
             f"{p}_reconcile_runs",
@@ -95,6 +100,16 @@ class Metrics:
         self.quota_free = Gauge(
             f"{p}_quota_free", "Room left under the active-indicator quota.", registry=r
         )
+        self.unconverged = Gauge(
+            f"{p}_unconverged_keys",
+            "Keys the last full reconcile held back: the same change was planned in several "
+            "consecutive full runs and Defender did not keep it.",
+            registry=r,
+        )
+
+    def _defender_metrics(self, r: CollectorRegistry) -> None:
+        """The Defender API: calls, throttling, retries, its announced end of life."""
+        p = _PREFIX
         self.api_calls = Counter(
             f"{p}_defender_api_calls",
             "Defender API calls by endpoint and HTTP status (error = no response).",
@@ -113,6 +128,23 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.api_deprecated = Gauge(
+            f"{p}_defender_api_deprecated",
+            "1 when a Defender endpoint answered with a Deprecation or Sunset header, 2 when it "
+            "answered 410 Gone (retired).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.api_sunset = Gauge(
+            f"{p}_defender_api_sunset_timestamp_seconds",
+            "Unix time of the Sunset date a Defender endpoint announced.",
+            ["endpoint"],
+            registry=r,
+        )
+
+    def _process_metrics(self, r: CollectorRegistry) -> None:
+        """The live stream, the last success, leadership, dry-run mode."""
+        p = _PREFIX
         self.stream_events = Counter(
             f"{p}_stream_events", "Live-stream events received, by type.", ["type"], registry=r
         )
@@ -137,25 +169,6 @@ class Metrics:
         )
         self.dry_run = Gauge(
             f"{p}_dry_run", "1 when the controller runs in dry-run mode.", registry=r
-        )
-        self.unconverged = Gauge(
-            f"{p}_unconverged_keys",
-            "Keys the last full reconcile held back: the same change was planned in several "
-            "consecutive full runs and Defender did not keep it.",
-            registry=r,
-        )
-        self.api_deprecated = Gauge(
-            f"{p}_defender_api_deprecated",
-            "1 when a Defender endpoint answered with a Deprecation or Sunset header, 2 when it "
-            "answered 410 Gone (retired).",
-            ["endpoint"],
-            registry=r,
-        )
-        self.api_sunset = Gauge(
-            f"{p}_defender_api_sunset_timestamp_seconds",
-            "Unix time of the Sunset date a Defender endpoint announced.",
-            ["endpoint"],
-            registry=r,
         )
 
     def on_defender_call(self, endpoint: str, status: int | None) -> None:
