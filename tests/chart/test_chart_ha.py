@@ -136,11 +136,10 @@ def test_notes_say_who_writes(render: ChartRenderer) -> None:
 
 
 def by_tenant(rendered: Any, kind: str) -> dict[str, dict[str, Any]]:
+    """The tenants' objects of ``kind`` by tenant name (their tenant label)."""
     return {
-        m["metadata"]["labels"]["opencti-defender-reconciler/tenant"]: m
-        for m in rendered.all(kind)
-        if "opencti-defender-reconciler/tenant" in m["metadata"]["labels"]
-    } or {m["metadata"]["name"].rsplit("-", 1)[-1]: m for m in rendered.all(kind)}
+        m["metadata"]["labels"]["opencti-defender-reconciler/tenant"]: m for m in rendered.all(kind)
+    }
 
 
 def test_each_tenant_is_a_workload_of_its_own(render: ChartRenderer) -> None:
@@ -257,3 +256,14 @@ def test_the_schema_refuses_bad_ha_values(
     with pytest.raises(helm.HelmValuesError) as caught:
         render(values)
     assert named in str(caught.value)
+
+
+def test_each_tenant_keeps_its_own_stream_position_file(render: ChartRenderer) -> None:
+    values = {**TENANTS, "config": {"reconciler": {"state_path": "/data/state.json"}}}
+    rendered = render(values)
+    paths = {
+        name: rendered.env(deployment)["RECONCILER_STATE_PATH"]
+        for name, deployment in by_tenant(rendered, "Deployment").items()
+    }
+    assert paths == {name: f"/data/{name}-state.json" for name in TENANT_NAMES}
+    assert "RECONCILER_STATE_PATH" not in render({"config": values["config"]}).env()

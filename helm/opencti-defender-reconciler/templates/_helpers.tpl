@@ -290,6 +290,11 @@ own settings (env beats config.yml), then the tenant's extraEnv. Context: dict "
 - name: RECONCILER_QUOTA
   value: {{ . | quote }}
 {{- end }}
+{{- with $rec.state_path }}
+{{- /* One position file per tenant, side by side in the state directory. */}}
+- name: RECONCILER_STATE_PATH
+  value: {{ printf "%s/%s-%s" (dir .) $w.name (base .) | quote }}
+{{- end }}
 {{- end }}
 {{- with $root.Values.extraEnv }}
 {{ toYaml . }}
