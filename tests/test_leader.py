@@ -5,6 +5,7 @@ lease is taken at once, and timings that could overlap two writers are refused."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -224,3 +225,41 @@ def test_timings_that_could_overlap_writers_are_refused(
     with pytest.raises(ConfigError, match=named):
         check_timings(lease, renew, retry)
     check_timings(15, 10, 2)
+
+
+def test_the_library_as_shipped_leads_on_through_a_partition(emu: LeaseEmulator) -> None:
+    """Why ``lease.py`` wraps the library: unwrapped, a leader cut off from the API server
+    waits on its renewal forever, so its "stopped leading" callback never comes (while the
+    others take the lease over after a lease duration). If this starts failing, the library
+    fixed it and the wrapper can shrink."""
+    import asyncio
+
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.leaderelection.electionconfig import Config
+    from kubernetes_asyncio.leaderelection.leaderelection import LeaderElection
+    from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
+
+    stopped: list[float] = []
+
+    async def scenario() -> None:
+        configuration = client.Configuration()
+        configuration.host = emu.url
+        configuration.api_key["BearerToken"] = "Bearer ta"
+        async with client.ApiClient(configuration) as api:
+
+            async def started() -> None:
+                emu.partition("a")  # cut off as soon as it leads
+
+            async def on_stopped() -> None:
+                stopped.append(time.monotonic())
+
+            config = Config(LeaseLock("l", "ns", "a", api), 4, 2, 1, started, on_stopped)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(LeaderElection(config).run(), timeout=LEASE + 3)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        emu.heal("a")
+    assert stopped == []
+    assert [r.holder for r in emu.acquisitions()] == ["a"]
