@@ -193,7 +193,7 @@ def _by_rule(
     desired: list[DesiredIndicator] = []
     skips: list[Skipped] = []
     for key in keys:
-        outcome = book.pick(candidates, key.type, found[key])
+        outcome = book.pick(candidates, key.type, found[key]) if candidates else book.default
         if not outcome.deploy:
             detail = f"rule {outcome.rule!r} says deploy: false"
             skips.append(_skip(ind, SkipReason.NOT_DEPLOYED_BY_RULE, detail, key, outcome.rule))
@@ -205,7 +205,11 @@ def _by_rule(
             detail = f"expired at {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"
             skips.append(_skip(ind, SkipReason.EXPIRED, detail, key))
             continue
-        note = _kept_as_audit(ind.revoked, expires if expired else None)
+        note = (
+            _kept_as_audit(ind.revoked, expires if expired else None)
+            if ind.revoked or expired
+            else ""
+        )
         desired.append(_desired(ind, key, outcome, policy, None if expired else expires, note))
     return desired, skips
 

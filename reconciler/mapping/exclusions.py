@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from reconciler.mapping.models import ObservableValue
-from reconciler.mapping.values import _canonical_hash_name, canonical_value
+from reconciler.mapping.values import canonical_value
 from reconciler.model import IndicatorKey, IndicatorType
 
 __all__ = ["Exclusion", "ExclusionHit", "ExclusionSet"]
@@ -87,9 +87,30 @@ class _Ranges:
             self._starts.append(edge)
             self._hits.append(min(chain, key=lambda b: b[2])[3] if chain else None)
 
+    def __bool__(self) -> bool:
+        return bool(self._starts)
+
     def find(self, value: int) -> ExclusionHit | None:
         i = bisect.bisect_right(self._starts, value) - 1
         return self._hits[i] if i >= 0 else None
+
+
+def _canonical_int(text: str) -> tuple[int, int] | None:
+    """(integer, version) of an address in the mapping's canonical form (dotted quad; IPv6
+    exploded, eight groups of four hex digits), without ``ipaddress``: this runs once per IP of
+    a full listing. ``None`` for any other form."""
+    if len(text) == 39 and text.count(":") == 7:
+        try:
+            return int(text.replace(":", ""), 16), 6
+        except ValueError:
+            return None
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 for p in parts):
+        return None
+    a, b, c, d = (int(p) for p in parts)
+    if max(a, b, c, d) > 255:
+        return None
+    return (a << 24) | (b << 16) | (c << 8) | d, 4
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -107,7 +128,9 @@ def _domain(text: str) -> str:
 def _split_url(text: str) -> tuple[str, str]:
     """(host with port, lower-cased; the rest from the first ``/``, ``?`` or ``#``) of a URL
     with or without an http(s) scheme; userinfo is dropped."""
-    rest = _SCHEME.sub("", text.strip(), count=1)
+    text = text.strip()
+    scheme = _SCHEME.match(text)
+    rest = text[scheme.end() :] if scheme else text
     cut = len(rest)
     for mark in "/?#":
         at = rest.find(mark)
@@ -191,15 +214,19 @@ class ExclusionSet:
         return None
 
     def _ip(self, text: str) -> ExclusionHit | None:
-        try:
-            addr = ipaddress.ip_address(text)
-        except ValueError:
+        if not self._v4 and not self._v6:
             return None
-        if isinstance(addr, ipaddress.IPv6Address):
-            if addr.ipv4_mapped is None:
-                return self._v6.find(int(addr))
-            addr = addr.ipv4_mapped
-        return self._v4.find(int(addr))
+        number = _canonical_int(text)
+        if number is None:  # not in the mapping's canonical form (a URL's host): parse it
+            try:
+                addr = ipaddress.ip_address(text)
+            except ValueError:
+                return None
+            number = (int(addr), addr.version)
+        value, version = number
+        if version == 6 and value >> 32 == 0xFFFF:  # IPv4-mapped: its IPv4 address
+            value, version = value & 0xFFFFFFFF, 4
+        return (self._v4 if version == 4 else self._v6).find(value)
 
     def _domain(self, name: str) -> ExclusionHit | None:
         if not self._domains:
@@ -212,16 +239,18 @@ class ExclusionSet:
         return None
 
     def _url(self, text: str) -> ExclusionHit | None:
+        if not (self._urls or self._domains or self._v4 or self._v6):
+            return None
         host, tail = _split_url(text)
         for prefix, hit in self._urls.get(host, ()):
             if tail.startswith(prefix):
                 return hit
         bare = _bare_host(host)
-        try:
-            ipaddress.ip_address(bare)
-        except ValueError:
-            return self._domain(canonical_value(IndicatorType.DOMAIN_NAME, bare))
-        return self._ip(bare)
+        if host.startswith("[") or _canonical_int(bare) is not None:  # an IP literal
+            return self._ip(bare)
+        if not self._domains:
+            return None
+        return self._domain(canonical_value(IndicatorType.DOMAIN_NAME, bare))
 
     def _hash(self, value: str, obs: ObservableValue | None) -> ExclusionHit | None:
         if not self._hashes:
@@ -229,9 +258,8 @@ class ExclusionSet:
         hit = self._hashes.get(value.lower())
         if hit is not None or obs is None:
             return hit
-        for name, other in obs.hashes.items():
-            if _canonical_hash_name(name) in ("MD5", "SHA-1", "SHA-256"):
-                hit = self._hashes.get(other.strip().lower())
-                if hit is not None:
-                    return hit
+        for other in obs.hashes.values():  # any algorithm: only MD5/SHA-1/SHA-256 can match
+            hit = self._hashes.get(other.strip().lower())
+            if hit is not None:
+                return hit
         return None
