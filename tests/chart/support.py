@@ -125,6 +125,14 @@ TENANTS: dict[str, Any] = {
             ownershipTag="opencti-tailspin",
             quota=5000,
             replicaCount=3,
+            policy={
+                "on_revoke": "audit",
+                "skip_label": "no-defender",
+                "rules": [
+                    {"name": "partners-alert", "match": {"score_max": 79}, "action": "Alert"}
+                ],
+                "known_rbac_groups": ["Servers", "Workstations"],
+            },
             extraEnv=[{"name": "RECONCILER_DRY_RUN", "value": "true"}],
         ),
     ],

@@ -193,6 +193,12 @@ def test_a_tenants_settings_reach_the_reconciler(render: ChartRenderer, tmp_path
     assert settings.get("reconciler.dry_run") is True  # the tenant's own extraEnv
     assert settings.get("reconciler.leader_election") is True
     assert settings.get("reconciler.lease_name") == f"{FULLNAME}-tailspin"
+    assert settings.get("policy.on_revoke") == "audit"
+    assert settings.get("policy.skip_label") == "no-defender"
+    assert [rule["name"] for rule in settings.get("policy.rules")] == ["partners-alert"]
+    assert tuple(settings.get("policy.known_rbac_groups")) == ("Servers", "Workstations")
+    contoso = by_tenant(rendered, "Deployment")["contoso"]
+    assert not [k for k in rendered.env(contoso) if k.startswith("POLICY_")]  # shared policy
     secret = settings.get("microsoft_defender_intel.client_secret").get_secret_value()
     assert secret == "secret:tailspin-defender/client-secret"
 
@@ -217,6 +223,7 @@ BAD_TENANTS: list[tuple[str, list[dict[str, Any]], str]] = [
         "connector",
     ),
     ("unknown-key", [{**tenant("x"), "tenant_id": "t"}], "tenant_id"),
+    ("policy-value", [{**tenant("x"), "policy": {"on_revoke": "keep"}}], "on_revoke"),
 ]
 
 

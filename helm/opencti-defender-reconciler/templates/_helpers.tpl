@@ -290,6 +290,17 @@ own settings (env beats config.yml), then the tenant's extraEnv. Context: dict "
 - name: RECONCILER_QUOTA
   value: {{ . | quote }}
 {{- end }}
+{{- range $key, $value := $t.policy }}
+{{- /* The tenant's own policy keys, as the policy section's env vars (lists as JSON). */}}
+- name: {{ printf "POLICY_%s" (upper $key) }}
+  {{- if eq $key "known_rbac_groups" }}
+  value: {{ join "," $value | quote }}
+  {{- else if kindIs "slice" $value }}
+  value: {{ toJson $value | quote }}
+  {{- else }}
+  value: {{ toString $value | quote }}
+  {{- end }}
+{{- end }}
 {{- with $rec.state_path }}
 {{- /* One position file per tenant, side by side in the state directory. */}}
 - name: RECONCILER_STATE_PATH
