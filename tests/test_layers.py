@@ -37,8 +37,10 @@ def rel(path: Path) -> str:
     return str(path.relative_to(PKG))
 
 
-PURE = files_of("model", "defaults", "mapping", "plan", "report", "scope")
-BELOW_THE_PLANNER = files_of("model", "defaults", "mapping", "plan", "report", "apply", "scope")
+PURE = files_of("model", "defaults", "mapping", "plan", "report", "scope", "explain")
+BELOW_THE_PLANNER = files_of(
+    "model", "defaults", "mapping", "plan", "report", "apply", "scope", "explain"
+)
 SANDBOX = files_of("sandbox")
 
 
