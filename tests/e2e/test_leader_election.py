@@ -235,7 +235,9 @@ def test_leader_killed_mid_apply_hands_over_without_overlap(cluster: Cluster) ->
         f"first of {successor.name} started {first_write_of_successor[1]:%T.%f}; "
         f"{len(writes)} write calls, writers in order {order}"
     )
-    assert LEASE <= takeover <= LEASE + RETRY + 0.5
+    # Never before the lease ran out; at most a retry period after (the follower saw the last
+    # renewal within one poll and wakes when the lease runs out), plus request latency.
+    assert LEASE <= takeover <= LEASE + RETRY + 0.75
     # The follower that did not take over never wrote.
     assert {w[0] for w in writes} == {leader.name, successor.name}
     assert "following (leader: " in next(
