@@ -85,8 +85,18 @@ def _skip(
     key: IndicatorKey | None = None,
     rule: str | None = None,
 ) -> Skipped:
-    values = {"opencti_id": ind.id, "reason": reason, "detail": detail, "key": key}
-    return trusted_model(Skipped, _SKIPPED_FIELDS, {**values, "name": ind.name, "rule": rule})
+    return trusted_model(
+        Skipped,
+        _SKIPPED_FIELDS,
+        {
+            "opencti_id": ind.id,
+            "reason": reason,
+            "detail": detail,
+            "key": key,
+            "name": ind.name,
+            "rule": rule,
+        },
+    )
 
 
 def _values(ind: OpenCTIIndicator) -> tuple[ObservableValue, ...] | Skipped:
@@ -160,7 +170,7 @@ def _find_keys(
     found: dict[IndicatorKey, str] = {}
     excluded: dict[IndicatorKey, Skipped] = {}
     skipped: list[Skipped] = []
-    exclusions = policy.exclusion_set
+    exclusions = policy.exclusion_set if policy.exclusions else None
     for obs in values:
         outcome = _canonical_key(obs, policy)
         if not isinstance(outcome, IndicatorKey):
@@ -170,7 +180,7 @@ def _find_keys(
             continue
         if outcome in found or outcome in excluded:
             continue
-        hit = exclusions.match(outcome, obs) if exclusions else None
+        hit = None if exclusions is None else exclusions.match(outcome, obs)
         if hit is None:
             found[outcome] = obs.type
         else:
