@@ -80,7 +80,7 @@ class OpenCTISource:
         token: str,
         stream_id: str,
         *,
-        page_size: int = 2500,  # rows per GraphQL page: small enough that a page of raw JSON stays a few MB
+        page_size: int = 2500,  # rows per GraphQL page: one page of raw JSON stays a few MB
         ids_per_call: int = 500,
         listing_override: FilterGroup | None = None,
         ssl_verify: bool = False,
