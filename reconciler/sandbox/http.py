@@ -32,6 +32,7 @@ __all__ = [
     "EmulatorHandler",
     "EmulatorServer",
     "Response",
+    "RoutedHandler",
     "bearer_token",
     "json_bytes",
     "last_values",
@@ -170,6 +171,37 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         # One write per response: headers and body leave together.
         self.wfile.write(head + (response.body if response.status != 204 else b""))
+
+
+class RoutedHandler(EmulatorHandler):
+    """A handler that reads every request (any method) and hands it whole to ``answer``: the
+    emulator's pipeline decides, the handler only moves bytes."""
+
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        try:
+            body = self.read_body()
+        except ValueError:
+            self.close_connection = True
+            return
+        self.send(self.answer(method, self.path, self.lower_headers(), body))
 
 
 def serve_in_thread(server: EmulatorServer, name: str) -> threading.Thread:

@@ -39,9 +39,9 @@ from types import TracebackType
 from typing import Any
 
 from reconciler.sandbox.http import (
-    EmulatorHandler,
     EmulatorServer,
     Response,
+    RoutedHandler,
     bearer_token,
     json_bytes,
     serve_in_thread,
@@ -407,25 +407,8 @@ class _Server(EmulatorServer):
         super().__init__(address, _Handler, name="lease emulator")
 
 
-class _Handler(EmulatorHandler):
+class _Handler(RoutedHandler):
     server: _Server
 
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def _serve(self, method: str) -> None:
-        try:
-            body = self.read_body()
-        except ValueError:
-            self.close_connection = True
-            return
-        self.send(self.server.emulator.handle(method, self.path, self.lower_headers(), body))
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        return self.server.emulator.handle(method, path, headers, body)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler.sandbox.http import EmulatorHandler, EmulatorServer
+from reconciler.sandbox.http import EmulatorServer, Response, RoutedHandler
 
 if TYPE_CHECKING:
     from reconciler.sandbox.defender.emulator import DefenderEmulator
@@ -28,31 +28,11 @@ class Server(EmulatorServer):
         super().__init__(address, _Handler, name="defender emulator", tls=tls)
 
 
-class _Handler(EmulatorHandler):
+class _Handler(RoutedHandler):
     server: Server
 
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def _serve(self, method: str) -> None:
-        try:
-            body = self.read_body()
-        except ValueError:
-            self.close_connection = True
-            return
-        self.send(self.server.emulator._handle(method, self.path, self.lower_headers(), body))
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+        return self.server.emulator._handle(method, path, headers, body)
 
 
 class Certificates:
