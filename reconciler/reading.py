@@ -118,21 +118,25 @@ def read_within_quota(
     """Fill ``index`` with what the quota can hold (see the module docstring)."""
     listing = source.listing_filters()
     index.begin()
-    seen: set[str] = set()
+    try:
+        seen: set[str] = set()
 
-    def read(row: dict[str, Any]) -> RowRead:
-        row_read = index.read_row(row, now=now)
-        seen.add(row_read.opencti_id)
-        return row_read
+        def read(row: dict[str, Any]) -> RowRead:
+            row_read = index.read_row(row, now=now)
+            seen.add(row_read.opencti_id)
+            return row_read
 
-    def add(item: OpenCTIIndicator | Skipped) -> MappingResult | None:
-        seen.add(item.id if isinstance(item, OpenCTIIndicator) else item.opencti_id)
-        return index.add(item, now=now)
+        def add(item: OpenCTIIndicator | Skipped) -> MappingResult | None:
+            seen.add(item.id if isinstance(item, OpenCTIIndicator) else item.opencti_id)
+            return index.add(item, now=now)
 
-    matching, cut, above = _read_by_score(source, listing, free, held, read, on_page)
-    if cut is not None:
-        _finish_tie(source, listing, cut[0], above, free, held, read)
-    looked_up = _look_up_owned(source, listing, index, owned, seen, add)
+        matching, cut, above = _read_by_score(source, listing, free, held, read, on_page)
+        if cut is not None:
+            _finish_tie(source, listing, cut[0], above, free, held, read)
+        looked_up = _look_up_owned(source, listing, index, owned, seen, add)
+    except BaseException:
+        index.abort()  # a partial read: the last complete index stays
+        raise
     index.finish()
     return ReadStats(
         matching=matching,

@@ -124,6 +124,11 @@ class DesiredIndex:
         self._state: DesiredState | None = None
         self._state_of: tuple[dict[str, MappingResult], dict[str, Skipped]] = ({}, {})
         self.loaded = False
+        # The last complete index while a rebuild runs (see ``begin``/``abort``).
+        self._kept: (
+            tuple[dict[str, MappingResult], dict[str, Skipped], dict[IndicatorKey, set[str]], bool]
+            | None
+        ) = None
         #: Rows of the last full read that were mapped again (the others came from memory).
         self.mapped = 0
 
@@ -139,18 +144,30 @@ class DesiredIndex:
     ) -> DesiredState:
         """Rebuild from a complete listing; returns the full desired state."""
         self.begin()
-        for item in indicators:
-            self.add(item, now=now)
+        try:
+            for item in indicators:
+                self.add(item, now=now)
+        except BaseException:
+            self.abort()
+            raise
         return self.finish()
 
     def begin(self) -> None:
-        """Start a rebuild (a full read adds what it reads, then calls ``finish``)."""
-        self._results.clear()
-        self._read_skips.clear()
-        self._by_key.clear()
+        """Start a rebuild (a full read adds what it reads, then calls ``finish``, or ``abort``
+        when the read fails). The last complete index is kept aside until then, so a failed
+        read leaves the stream's scoped runs the index they had."""
+        self._kept = (self._results, self._read_skips, self._by_key, self.loaded)
+        self._results, self._read_skips, self._by_key = {}, {}, {}
         self._memo_next = {}
         self.mapped = 0
         self.loaded = False
+
+    def abort(self) -> None:
+        """End a failed rebuild: back to the last complete index (or none, if there was none)."""
+        if self._kept is not None:
+            self._results, self._read_skips, self._by_key, self.loaded = self._kept
+            self._kept = None
+        self._memo_next = {}
 
     def read_row(self, row: Mapping[str, Any], *, now: datetime) -> RowRead:
         """Add one listing row of a rebuild: parsed and mapped, or, when it is unchanged since
@@ -206,6 +223,7 @@ class DesiredIndex:
         """End a rebuild; returns the full desired state. What the rebuild read is what the
         next one may take from memory."""
         self._memo, self._memo_next = self._memo_next, {}
+        self._kept = None
         self.loaded = True
         return self.full_state()
 

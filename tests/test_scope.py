@@ -3,7 +3,10 @@ the keys an indicator held before."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+
+import pytest
 
 from reconciler.mapping import (
     DesiredState,
@@ -137,3 +140,38 @@ def test_a_full_read_maps_only_rows_that_changed_or_expired() -> None:
         POLICY,
         datetime(2026, 6, 4, tzinfo=UTC),
     )
+
+
+def test_a_failed_rebuild_keeps_the_last_complete_index() -> None:
+    index = DesiredIndex(POLICY)
+    complete = [ind("a", "203.0.113.1"), ind("b", "203.0.113.2")]
+    before = index.replace_all(complete, now=NOW)
+
+    def partial() -> Iterator[OpenCTIIndicator]:
+        yield ind("a", "203.0.113.9")
+        raise RuntimeError("page 2 failed")
+
+    with pytest.raises(RuntimeError):
+        index.replace_all(partial(), now=NOW)
+
+    # The stream's scoped runs still see the last complete read, whole.
+    assert index.loaded
+    assert index.full_state() == before
+    assert index.state_for({key("203.0.113.2")}).desired.keys() == {key("203.0.113.2")}
+    assert index.upsert(ind("b", "203.0.113.3"), now=NOW) == {
+        key("203.0.113.2"),
+        key("203.0.113.3"),
+    }
+
+
+def test_a_failed_first_rebuild_leaves_no_index() -> None:
+    index = DesiredIndex(POLICY)
+
+    def partial() -> Iterator[OpenCTIIndicator]:
+        yield ind("a", "203.0.113.9")
+        raise RuntimeError("page 2 failed")
+
+    with pytest.raises(RuntimeError):
+        index.replace_all(partial(), now=NOW)
+    assert not index.loaded
+    assert len(index) == 0
