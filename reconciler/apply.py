@@ -83,6 +83,11 @@ class ApplyResult:
     blocked_deletes: int = 0
     dry_run: bool = False
     aborted: str | None = None
+    #: Each accepted create, update or replacement and the Defender id now holding it (the
+    #: import's answer, else the id it had; ``None`` when neither is known).
+    written: list[tuple[Change, str | None]] = field(default_factory=list)
+    #: Defender ids removed (deletes, expires and the old halves of replacements).
+    removed: set[str] = field(default_factory=set)
 
     @property
     def ok(self) -> bool:
@@ -203,6 +208,7 @@ def _delete(
                 continue
             if out.ok:
                 result.applied[count_as or change.kind.value] += 1
+                result.removed.add(out.id)
             else:
                 result.failures.append(ItemFailure(change, step, out.reason or "delete failed"))
 
@@ -255,6 +261,7 @@ def _record_imports(
         if not out.ok:
             result.failures.append(ItemFailure(change, "import", out.reason or "rejected"))
             continue
+        result.written.append((change, out.id or change.defender_id))
         if change.kind is not ChangeKind.REPLACE:
             result.applied[change.kind.value] += 1
         elif out.id and change.defender_id not in answered:

@@ -44,6 +44,7 @@ from reconciler.engine import Engine, Outcome
 from reconciler.errors import ReconcilerError, UnusableFilterError
 from reconciler.health import HealthServer
 from reconciler.metrics import Metrics
+from reconciler.sightings import SightingsJob, SightingsReport
 
 __all__ = [
     "Controller",
@@ -99,6 +100,9 @@ class EventHint(Protocol):
     def is_indicator(self) -> bool: ...
 
     @property
+    def references_only(self) -> bool: ...
+
+    @property
     def opencti_ids(self) -> tuple[str, ...]: ...
 
 
@@ -148,9 +152,14 @@ class Controller:
         metrics: Metrics | None = None,
         stop: threading.Event | None = None,
         leadership: Leadership | None = None,
+        sightings: SightingsJob | None = None,
+        sightings_interval: float = 300.0,
     ) -> None:
         self.options = options
         self.engine = engine
+        #: Defender alerts → OpenCTI sightings, every ``sightings_interval`` seconds.
+        self.sightings = sightings
+        self.sightings_interval = sightings_interval
         self.metrics = metrics or Metrics()
         self.stop_event = stop or threading.Event()
         self.lock = threading.Lock()
@@ -242,10 +251,17 @@ class Controller:
 
     def _handle_events(self, events: Sequence[EventHint]) -> None:
         ids: set[str] = set()
+        refs: set[str] = set()
         for ev in events:
             self.metrics.stream_events.labels(ev.event).inc()
             if ev.is_indicator:
-                ids.update(ev.opencti_ids)
+                # An edit of external references alone (the write-back's own, or an analyst's)
+                # changes nothing deployed: the write-back only reads those again next run.
+                (refs if ev.references_only else ids).update(ev.opencti_ids)
+        write_back = self.engine.write_back
+        if refs - ids and write_back is not None:
+            with self.lock:
+                write_back.forget(refs - ids)
         if not ids:
             return
         with self.lock:
@@ -302,6 +318,7 @@ class Controller:
         if self.dry_run and not plan.is_empty:
             logger.info("dry-run plan: {}", plan.summary)
         self._set_owned()
+        self._observe_write_back(outcome)
         if result is None:
             return
         if result.blocked_deletes:
@@ -313,6 +330,31 @@ class Controller:
             self.metrics.failed_items.labels(failure.step).inc()
         if result.aborted:
             raise ReconcilerError(f"apply aborted: {result.aborted}")
+
+    def _observe_write_back(self, outcome: Outcome) -> None:
+        report = outcome.write_back
+        if report is None:
+            return
+        self.metrics.write_back_edits.inc(report.edits)
+        self.metrics.write_back_calls.inc(report.calls)
+        self.metrics.write_back_failures.inc(report.failed)
+
+    # -- sightings -------------------------------------------------------------------------
+    def run_sightings(self) -> SightingsReport | None:
+        """One sightings pass (the leader's alone); never raises."""
+        job = self.sightings
+        if job is None or self.stop_event.is_set() or not self._may_write():
+            return None
+        try:
+            report = job.run()
+        except Exception as exc:  # a bug must not stop the scheduler's job
+            self.metrics.sightings_errors.inc()
+            logger.error("sightings pass failed ({}): {}", type(exc).__name__, exc)
+            return None
+        self.metrics.hits_read.inc(report.hits)
+        self.metrics.sightings_written.inc(report.sightings)
+        self.metrics.sightings_errors.inc(report.failed + (1 if report.error else 0))
+        return report
 
     def _set_owned(self) -> None:
         self.metrics.unconverged.set(self.engine.churn.held)
@@ -362,6 +404,15 @@ class Controller:
         self.scheduler.add_job(
             self.full_reconcile, "date", args=["startup"], id="startup", misfire_grace_time=None
         )
+        if self.sightings is not None:
+            self.scheduler.add_job(
+                self.run_sightings,
+                IntervalTrigger(seconds=self.sightings_interval, timezone=UTC),
+                id="sightings",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+            )
         self.scheduler.start()
         self._with_stream = with_stream
         if self.leadership is not None:

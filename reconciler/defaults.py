@@ -11,6 +11,7 @@ __all__ = [
     "CHURN_RUNS",
     "CONNECT_TIMEOUT",
     "EXPIRE_DAYS",
+    "EXPIRY_TOLERANCE_SECONDS",
     "INTERVAL_SECONDS",
     "LEASE_DURATION",
     "LEASE_NAME",
@@ -29,6 +30,8 @@ __all__ = [
 OWNERSHIP_TAG = "opencti"
 #: Longest lifetime of a deployed indicator, in days from its OpenCTI timestamp (0 = no cap).
 EXPIRE_DAYS = 30
+#: An owned expiry this close (seconds) to the desired one is not rewritten.
+EXPIRY_TOLERANCE_SECONDS = 3600.0
 #: Active indicators a Defender tenant holds (shared with every other tool).
 QUOTA = 15000
 #: Most deletes (and expires) one run applies without an explicit override.

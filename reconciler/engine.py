@@ -59,6 +59,7 @@ from reconciler.plan import (
 )
 from reconciler.reading import PrioritySource, ReadStats, read_within_quota
 from reconciler.scope import DesiredIndex
+from reconciler.writeback import SyncReport, WriteBack, deployment_statuses
 
 __all__ = ["ActualState", "DefenderReader", "DesiredSource", "Engine", "Outcome", "split_owned"]
 
@@ -105,6 +106,8 @@ class Outcome:
     result: ApplyResult | None
     skipped: tuple[Skipped, ...] = ()
     scoped: bool = False
+    #: What the write-back to OpenCTI did (``None``: off, dry-run, or nothing to look at).
+    write_back: SyncReport | None = None
 
 
 #: Rows per Defender listing page: half of what the API allows, so one page of raw JSON next
@@ -238,8 +241,10 @@ class Engine:
         churn_runs: int = 0,
         remember: bool = False,
         clock: Clock | None = None,
+        write_back: WriteBack | None = None,
     ) -> None:
-        """``churn_runs``: consecutive full runs planning the same change for a key before it
+        """``write_back``: shows each run's outcome on the OpenCTI indicators (not in dry-run
+        mode). ``churn_runs``: consecutive full runs planning the same change for a key before it
         is held back (``plan.hold_churning``; 0 = off, and always off in dry-run mode, where
         nothing is written and every run plans the same). ``remember``: keep what a full run
         read for the next one (unchanged rows are not parsed and mapped again, an unchanged
@@ -265,6 +270,13 @@ class Engine:
         self.last_read: ReadStats | None = None
         self._owned_memo: OwnedMemo = {}
         self._last_plan: tuple[_PlanInputs, Plan] | None = None
+        self.write_back = write_back
+        #: Our Defender indicators as of the last full read, and the keys written since (with
+        #: their OpenCTI ids): what a Defender alert may be a hit of (``owned_keys``).
+        self.last_owned: tuple[DefenderIndicator, ...] | None = None
+        self._written_keys: dict[IndicatorKey, tuple[str, ...]] = {}
+        #: The inputs of the last full write-back that left nothing to retry.
+        self._wb_last: tuple[DesiredState, tuple[DefenderIndicator, ...], object] | None = None
 
     # -- reading -------------------------------------------------------------------------
     def read_desired(
@@ -332,6 +344,26 @@ class Engine:
         self.owned_total = len(state.owned) + state.owned_outside
         return state
 
+    def owned_keys(self) -> dict[IndicatorKey, tuple[str, ...]] | None:
+        """Each key one of our Defender indicators holds (as of the last full read, plus what
+        was written since) → the OpenCTI ids behind it: its ``externalId`` and every id the
+        desired index maps to it. ``None`` before the first full read."""
+        owned = self.last_owned
+        if owned is None:
+            return None
+        out: dict[IndicatorKey, tuple[str, ...]] = {}
+        for ind in owned:
+            if not isinstance(ind.indicator_type, IndicatorType):
+                continue
+            key = IndicatorKey(ind.indicator_type, ind.indicator_value)
+            ids = set(self.index.ids_for(key))
+            if ind.external_id:
+                ids.add(ind.external_id)
+            out[key] = tuple(sorted(ids))
+        for key, written in list(self._written_keys.items()):
+            out[key] = tuple(sorted(set(out.get(key, ())) | set(written)))
+        return out
+
     # -- planning ------------------------------------------------------------------------
     def plan(
         self,
@@ -354,6 +386,8 @@ class Engine:
             actual = self.read_actual()
             self.non_owned = actual.non_owned_count
             self.owned_total = len(actual.owned)
+            self.last_owned = actual.owned
+            self._written_keys = {}
             desired = self.read_desired(actual, progress=progress)
             if progress is not None:
                 progress("planning")
@@ -384,6 +418,12 @@ class Engine:
     def plan_ids(self, opencti_ids: Iterable[str]) -> Plan | None:
         """A scoped plan for the keys ``opencti_ids`` affect (see the module docstring), or
         ``None`` when they affect none, or before the first full read (which covers them)."""
+        scoped = self._plan_scoped(opencti_ids)
+        return scoped[0] if scoped is not None else None
+
+    def _plan_scoped(
+        self, opencti_ids: Iterable[str]
+    ) -> tuple[Plan, DesiredState, ActualState, list[str]] | None:
         wanted = sorted({i for i in opencti_ids if i})
         if not wanted:
             return None
@@ -410,7 +450,7 @@ class Engine:
             scoped=True,
         )
         _log_plan(f"scoped plan ({len(wanted)} ids, {len(affected)} keys)", plan)
-        return plan
+        return plan, desired, actual, wanted
 
     def explain(self, value: str) -> Explanation:
         """``plan --explain``: the full plan, then for ``value`` its contributing OpenCTI
@@ -454,7 +494,7 @@ class Engine:
         """Plan everything and apply it (nothing written in dry-run mode). A key planned with
         the same change in ``churn_runs`` consecutive full runs is held back and reported.
         ``on_batch`` / ``before_write``: called after / before each write call (``apply``)."""
-        plan, desired, _ = self._plan_full(False, None)
+        plan, desired, actual = self._plan_full(False, None)
         plan, self.churn = hold_churning(plan, self.churn, self.churn_runs)
         if self.churn.held:
             held = [c for c in plan.changes if c.reason == Reason.UNCONVERGED.value]
@@ -463,7 +503,9 @@ class Engine:
                 self.churn.held,
                 ", ".join(str(c.key) for c in held[:5]),
             )
-        return Outcome(plan, self._apply_counted(plan, on_batch, before_write), desired.skipped)
+        result = self._apply_counted(plan, on_batch, before_write)
+        report = self._write_back(plan, desired, actual, result)
+        return Outcome(plan, result, desired.skipped, write_back=report)
 
     def reconcile_ids(
         self,
@@ -473,10 +515,54 @@ class Engine:
         before_write: Callable[[str], None] | None = None,
     ) -> Outcome | None:
         """Re-read ``opencti_ids`` and apply the scoped plan; ``None`` when nothing to plan."""
-        plan = self.plan_ids(opencti_ids)
-        if plan is None:
+        scoped = self._plan_scoped(opencti_ids)
+        if scoped is None:
             return None
-        return Outcome(plan, self._apply_counted(plan, on_batch, before_write), scoped=True)
+        plan, desired, actual, wanted = scoped
+        result = self._apply_counted(plan, on_batch, before_write)
+        report = self._write_back(plan, desired, actual, result, only=wanted)
+        return Outcome(plan, result, scoped=True, write_back=report)
+
+    def _write_back(
+        self,
+        plan: Plan,
+        desired: DesiredState,
+        actual: ActualState,
+        result: ApplyResult | None,
+        *,
+        only: Collection[str] | None = None,
+    ) -> SyncReport | None:
+        """Show each covered OpenCTI indicator's deployment in OpenCTI (``writeback``); not in
+        dry-run mode. A full run whose inputs and plan are those of the last one, whose
+        write-back left nothing to retry, skips even the statuses (the steady state)."""
+        if self.write_back is None or self.dry_run:
+            return None
+        marker = None
+        if only is None:
+            marker = (desired, actual.owned, plan.changes)
+            last = self._wb_last
+            if (
+                last is not None
+                and result is None
+                and not self.write_back.has_forgotten
+                and last[0] is desired
+                and len(last[1]) == len(actual.owned)
+                and all(a is b for a, b in zip(last[1], actual.owned, strict=True))
+                and last[2] == plan.changes
+            ):
+                return None
+        statuses, live = deployment_statuses(
+            desired=desired.desired.values(),
+            owned=actual.owned,
+            plan=plan,
+            result=result,
+            only=only,
+        )
+        report = self.write_back.sync(statuses, live)
+        if only is None:
+            clean = not report.failed and report.error is None
+            self._wb_last = marker if clean else None
+        return report
 
     def _apply_counted(
         self,
@@ -491,6 +577,9 @@ class Engine:
         result = self.apply(plan, on_batch=on_batch, before_write=before_write)
         if not self.dry_run:
             self.owned_total = outside + plan.quota.planned_owned_after
+            for change, _ in result.written:
+                if change.key is not None:
+                    self._written_keys[change.key] = change.opencti_ids
         return result
 
     def apply(

@@ -170,6 +170,32 @@ class Metrics:
         self.dry_run = Gauge(
             f"{p}_dry_run", "1 when the controller runs in dry-run mode.", registry=r
         )
+        self.write_back_edits = Counter(
+            f"{p}_write_back_edits",
+            "External-reference edits sent to OpenCTI by the write-back (attach, patch, detach).",
+            registry=r,
+        )
+        self.write_back_calls = Counter(
+            f"{p}_write_back_calls", "OpenCTI calls made by the write-back.", registry=r
+        )
+        self.write_back_failures = Counter(
+            f"{p}_write_back_failures",
+            "OpenCTI indicators whose write-back failed (retried on the next run).",
+            registry=r,
+        )
+        self.hits_read = Counter(
+            f"{p}_hits_read",
+            "Defender alerts read that are hits of our indicators, per (alert, indicator).",
+            registry=r,
+        )
+        self.sightings_written = Counter(
+            f"{p}_sightings_written", "OpenCTI sightings created or updated.", registry=r
+        )
+        self.sightings_errors = Counter(
+            f"{p}_sightings_errors",
+            "Sightings passes that failed, and indicators whose sighting was not written.",
+            registry=r,
+        )
 
     def on_defender_call(self, endpoint: str, status: int | None) -> None:
         """Hook for the Defender client: one call finished (``status`` None = no response)."""

@@ -45,16 +45,25 @@ def run_service(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     options = wiring.controller_options(settings)
-    with wiring.open_engine(
-        settings,
-        clock=clock,
-        on_token=add_secret,
-        on_call=metrics.on_defender_call,
-        on_lifecycle=metrics.on_lifecycle,
-        long_lived=True,
-    ) as engine:
+    with (
+        wiring.open_engine(
+            settings,
+            clock=clock,
+            on_token=add_secret,
+            on_call=metrics.on_defender_call,
+            on_lifecycle=metrics.on_lifecycle,
+            long_lived=True,
+        ) as engine,
+        wiring.open_sightings(settings, engine, clock=clock) as sightings,
+    ):
         controller = Controller(
-            options, engine=engine, metrics=metrics, stop=stop, leadership=leadership
+            options,
+            engine=engine,
+            metrics=metrics,
+            stop=stop,
+            leadership=leadership,
+            sightings=sightings,
+            sightings_interval=wiring.sightings_interval(settings),
         )
 
         def consumer() -> StreamConsumer:

@@ -20,6 +20,7 @@ from reconciler.config import ENV_VARS, Settings
 from reconciler.controller import ControllerOptions
 from reconciler.defender.auth import BearerAuth, TokenProvider
 from reconciler.defender.client import DefenderClient, Timeouts
+from reconciler.defender.graph import GraphAlerts
 from reconciler.defender.lifecycle import LifecycleNotice, LifecycleWatch
 from reconciler.defender.rejections import RejectionMemory
 from reconciler.engine import Engine
@@ -28,8 +29,12 @@ from reconciler.logs import configure_logging
 from reconciler.mapping import BY_SCORE, Exclusion, MappingPolicy, Retire, Rule, RuleMatch
 from reconciler.model import Action, Ownership, Severity
 from reconciler.opencti.filters import UnusableFilterError, validate_group
+from reconciler.opencti.sightings import OpenCTISightings
 from reconciler.opencti.source import OpenCTISource
+from reconciler.opencti.writeback import OpenCTIReferences
 from reconciler.plan import PlanPolicy
+from reconciler.sightings import CheckpointStore, FileCheckpoint, MemoryCheckpoint, SightingsJob
+from reconciler.writeback import ReferenceStyle, WriteBack
 
 if TYPE_CHECKING:  # the stream modules pull in pycti's state store lazily
     from reconciler.leader import LeaseElector, LeaseOptions
@@ -44,12 +49,16 @@ __all__ = [
     "lease_options",
     "mapping_policy",
     "open_engine",
+    "open_sightings",
     "opencti_source",
     "ownership",
     "plan_policy",
     "position_store",
+    "reference_style",
+    "sightings_interval",
     "stream_consumer",
     "tenant",
+    "write_back",
 ]
 
 
@@ -318,9 +327,10 @@ def open_engine(
     client = defender_client(
         settings, clock=clock, on_token=on_token, on_call=on_call, on_lifecycle=on_lifecycle
     )
+    source = opencti_source(settings)
     try:
         yield Engine(
-            source=opencti_source(settings),
+            source=source,
             defender=client,
             mapping_policy=mapping_policy(settings),
             plan_policy=plan_policy(settings),
@@ -329,9 +339,79 @@ def open_engine(
             churn_runs=settings.reconciler.churn_runs,
             remember=long_lived,
             clock=clock,
+            write_back=write_back(settings, source, clock=clock),
         )
     finally:
         client.close()
+
+
+@contextmanager
+def open_sightings(
+    settings: Settings, engine: Engine, *, clock: Clock
+) -> Iterator[SightingsJob | None]:
+    """The sightings job (``None`` when ``reconciler.sightings`` is off or in dry-run mode):
+    Graph alerts read with a token of the same app registration for ``graph_url``, written
+    through the engine's OpenCTI client; its checkpoint next to ``state_path`` when set."""
+    rec, mdi = settings.reconciler, settings.microsoft_defender_intel
+    if not rec.sightings or rec.dry_run or not isinstance(engine.source, OpenCTISource):
+        yield None
+        return
+    _required(settings, *(f"microsoft_defender_intel.{k}" for k in ("tenant_id", "client_id")))
+    assert mdi.tenant_id and mdi.client_id and mdi.client_secret
+    ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
+    provider = TokenProvider(
+        tenant_id=mdi.tenant_id,
+        client_id=mdi.client_id,
+        client_secret=mdi.client_secret.get_secret_value(),
+        login_url=mdi.login_url,
+        scope=mdi.graph_url.rstrip("/") + "/.default",
+        ca_bundle=ca,
+        clock=clock,
+    )
+    alerts = GraphAlerts(mdi.graph_url, BearerAuth(provider), verify=ca or True, clock=clock)
+    style = reference_style(settings)
+    checkpoint: CheckpointStore = (
+        FileCheckpoint(rec.state_path.with_name(rec.state_path.stem + ".sightings.json"))
+        if rec.state_path is not None
+        else MemoryCheckpoint()
+    )
+    try:
+        yield SightingsJob(
+            alerts=alerts,
+            sink=OpenCTISightings(engine.source, style.source_name, clock=clock),
+            checkpoint=checkpoint,
+            owned=engine.owned_keys,
+            clock=clock,
+        )
+    finally:
+        alerts.close()
+
+
+def sightings_interval(settings: Settings) -> float:
+    return float(settings.reconciler.sightings_interval_seconds)
+
+
+def reference_style(settings: Settings) -> ReferenceStyle:
+    """How deployment statuses look in OpenCTI: our source name (with the tenant's name when
+    one is set, so the references of two tenants never mix) and the portal links."""
+    tenant_name = settings.reconciler.tenant
+    name = "Microsoft Defender for Endpoint" + (f" ({tenant_name})" if tenant_name else "")
+    return ReferenceStyle(
+        source_name=name,
+        tenant_id=settings.microsoft_defender_intel.tenant_id,
+        tenant_name=tenant_name,
+    )
+
+
+def write_back(
+    settings: Settings, source: OpenCTISource, *, clock: Clock | None = None
+) -> WriteBack | None:
+    """The write-back of deployment statuses (``None`` when ``reconciler.write_back`` is off
+    or in dry-run mode, where nothing is written anywhere)."""
+    if not settings.reconciler.write_back or settings.reconciler.dry_run:
+        return None
+    style = reference_style(settings)
+    return WriteBack(OpenCTIReferences(source, style.source_name, clock=clock), style)
 
 
 def position_store(settings: Settings) -> PositionStore:

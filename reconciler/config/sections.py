@@ -243,6 +243,14 @@ class DefenderSection(_Section):
         env="MICROSOFT_DEFENDER_INTEL_SCOPE",
         accepted="an http(s) URL",
     )
+    graph_url: Url = _setting(
+        "https://graph.microsoft.com",
+        "Microsoft Graph, where the alerts raised by our indicators are read "
+        "(/v1.0/security/alerts_v2; tokens for <graph_url>/.default, application permission "
+        "SecurityAlert.Read.All). GCC High: https://graph.microsoft.us.",
+        env="MICROSOFT_DEFENDER_INTEL_GRAPH_URL",
+        accepted="an http(s) URL",
+    )
     ca_bundle: Annotated[Path, AfterValidator(_check_file)] | None = _setting(
         None,
         "PEM file of CA certificates trusted for the login and API hosts (not set = system trust).",
@@ -396,6 +404,28 @@ class ReconcilerSection(_Section):
         env="RECONCILER_TENANT",
         accepted="a non-empty string",
     )
+    write_back: Flag = _setting(
+        True,
+        "Show each indicator's deployment in OpenCTI after every run: an external reference "
+        "per Defender indicator holding it, or one saying why it is not deployed (needs an "
+        "OpenCTI token allowed to edit knowledge).",
+        env="RECONCILER_WRITE_BACK",
+        accepted=f"a boolean ({_BOOL_WORDS})",
+    )
+    sightings: Flag = _setting(
+        True,
+        "Read the Defender alerts our indicators raise (Microsoft Graph) and record each hit "
+        "in OpenCTI as a sighting of the indicator.",
+        env="RECONCILER_SIGHTINGS",
+        accepted=f"a boolean ({_BOOL_WORDS})",
+    )
+    sightings_interval_seconds: int = _setting(
+        300,
+        "Seconds between two reads of new alerts (sightings).",
+        env="RECONCILER_SIGHTINGS_INTERVAL_SECONDS",
+        accepted="a whole number of seconds >= 10",
+        ge=10,
+    )
     leader_election: Flag = _setting(
         False,
         "Run several replicas with one writer: only the holder of a Kubernetes Lease "
@@ -461,7 +491,13 @@ class ReconcilerSection(_Section):
     )
 
     @field_validator(
-        "interval_seconds", "max_deletes", "quota", "http_port", "churn_runs", mode="before"
+        "interval_seconds",
+        "max_deletes",
+        "quota",
+        "http_port",
+        "churn_runs",
+        "sightings_interval_seconds",
+        mode="before",
     )
     @classmethod
     def _whole(cls, value: Any) -> Any:

@@ -29,6 +29,9 @@ __all__ = [
 #: OpenCTI's STIX property extension (holds the internal id, score, detection ...).
 STIX_EXT_OCTI = "extension-definition--ea279b3e-5c71-4632-ac08-831c66a786ba"
 
+#: Fields any edit moves (STIX ``modified``, the extension's ``updated_at``).
+_EDIT_STAMPS = frozenset({"modified", "updated_at"})
+
 #: SSE event names that carry an object.
 DATA_EVENTS = frozenset({"create", "update", "delete", "merge"})
 
@@ -86,6 +89,27 @@ class StreamEvent:
                     if absorbed is not None:
                         found.add(absorbed)
         return tuple(sorted(found))
+
+    @property
+    def references_only(self) -> bool:
+        """An ``update`` whose patch changes only the object's external references (and the
+        timestamps that move with any edit): nothing the mapping reads, so no reason to
+        reconcile Defender. The write-back's own edits are such updates. An update without a
+        readable patch is not (never raises)."""
+        if self.event != "update" or not isinstance(self.envelope, dict):
+            return False
+        context = self.envelope.get("context")
+        patch = context.get("patch") if isinstance(context, dict) else None
+        if not isinstance(patch, list) or not patch:
+            return False
+        for op in patch:
+            path = op.get("path") if isinstance(op, dict) else None
+            if not isinstance(path, str):
+                return False
+            parts = path.strip("/").split("/")
+            if parts[0] != "external_references" and parts[-1] not in _EDIT_STAMPS:
+                return False
+        return True
 
     @property
     def is_indicator(self) -> bool:

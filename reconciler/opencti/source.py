@@ -163,6 +163,11 @@ class OpenCTISource:
 
     # --- public -----------------------------------------------------------------------------------
 
+    def graphql(self, query: str, variables: dict[str, Any], what: str) -> dict[str, Any]:
+        """Send one GraphQL document through the platform client; ``SourceError`` (naming
+        ``what``, the token masked) when it answers an error or cannot be reached."""
+        return self._query(query, variables, what)
+
     def stream_filters(self) -> FilterGroup | None:
         """The live stream's FilterGroup (``None`` = everything); unknown stream → SourceError."""
         result = self._query(_STREAM_QUERY, {"id": self.stream_id}, "stream lookup")

@@ -8,6 +8,7 @@ not look at more than the one indicator (and its owned copy) it is handed, and d
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -25,6 +26,7 @@ __all__ = [
     "after_body",
     "before_body",
     "changed_fields",
+    "close_expiry",
     "delete_change",
     "not_deployed",
     "skip_change",
@@ -72,6 +74,18 @@ def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> tuple[str, ...]:
     once a plain ``==`` said the essences differ: it is far slower than equality)."""
     roots = {str(k) for k in DeepDiff(old, new).affected_root_keys}
     return tuple(f for f in MANAGED_FIELDS if f in roots)
+
+
+def close_expiry(old: Mapping[str, Any], new: Mapping[str, Any], seconds: float) -> bool:
+    """Both essences hold an expiry, different but at most ``seconds`` apart (wire forms)."""
+    a, b = old.get("expirationTime"), new.get("expirationTime")
+    if not isinstance(a, str) or not isinstance(b, str) or a == b:
+        return False
+    try:
+        gap = abs((datetime.fromisoformat(a) - datetime.fromisoformat(b)).total_seconds())
+    except (ValueError, TypeError):  # unreadable, or one naive and one aware: not close
+        return False
+    return gap <= seconds
 
 
 def not_deployed(

@@ -55,6 +55,7 @@ from reconciler.plan.changes import (
     after_body,
     before_body,
     changed_fields,
+    close_expiry,
     delete_change,
     not_deployed,
     skip_change,
@@ -131,7 +132,9 @@ def build_plan(
     free = max(0, policy.quota - non_owned_count)
     over, quota_skips = _cut_to_quota(want, free)
     owned_ess, by_key = _index_owned(owned)
-    diff = _diff_desired(want, over, by_key, frozenset(policy.ignore_fields))
+    diff = _diff_desired(
+        want, over, by_key, frozenset(policy.ignore_fields), policy.expiry_tolerance_seconds
+    )
     retired, expire_done = _retire_owned(by_key, want, over, held, expired)
     changes = [
         *held_skips,
@@ -248,6 +251,7 @@ def _diff_desired(
     over: set[IndicatorKey],
     by_key: Mapping[IndicatorKey | None, list[_Copy]],
     ignore: frozenset[str],
+    tolerance: float = 0.0,
 ) -> _Diff:
     """Create, update or replace each desired key within the quota; delete its duplicate
     owned copies; count the keys already right."""
@@ -274,7 +278,9 @@ def _diff_desired(
                 for other, ess in copies
                 if other is not kept
             )
-        fix = _correction(key, d, new, kept, old, ignore, same_action=bool(same))
+        fix = _correction(
+            key, d, new, kept, old, ignore, same_action=bool(same), tolerance=tolerance
+        )
         if fix is None:
             unchanged += 1
         else:
@@ -296,10 +302,14 @@ def _correction(
     ignore: frozenset[str],
     *,
     same_action: bool,
+    tolerance: float = 0.0,
 ) -> Change | None:
     """The update (same action) or replace (no copy with the desired action) of the kept
-    owned copy; ``None`` when its managed fields already equal ``d``'s, ignored ones aside."""
+    owned copy; ``None`` when its managed fields already equal ``d``'s, ignored ones aside,
+    and the expiry within ``tolerance`` seconds of the desired one (see ``PlanPolicy``)."""
     old_cmp, new_cmp = strip_ignored(old, ignore), strip_ignored(new, ignore)
+    if tolerance and close_expiry(old_cmp, new_cmp, tolerance):
+        old_cmp = {**old_cmp, "expirationTime": new_cmp["expirationTime"]}
     if same_action and old_cmp["action"] != new_cmp["action"]:
         old_cmp = {**old_cmp, "action": new_cmp["action"]}  # an alias of the same action
     if not same_action:

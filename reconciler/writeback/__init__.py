@@ -1,0 +1,37 @@
+"""Write-back: each OpenCTI indicator shows whether it is deployed in Defender, and why not.
+
+- ``status``: a run's outcome per OpenCTI indicator (deployed, or not and why);
+- ``references``: how a status looks in OpenCTI (external references) and the edits to get
+  there;
+- ``sync``: ``WriteBack``, which writes only what changed, through the ``ReferenceStore`` seam.
+
+Pure: the OpenCTI calls live in ``reconciler.opencti.writeback``.
+"""
+
+from reconciler.writeback.references import (
+    NOT_DEPLOYED,
+    Attached,
+    Edits,
+    Reference,
+    ReferenceStyle,
+    diff,
+)
+from reconciler.writeback.status import Deployment, Refusal, Status, deployment_statuses
+from reconciler.writeback.sync import ReferenceStore, StoreOutcome, SyncReport, WriteBack
+
+__all__ = [
+    "NOT_DEPLOYED",
+    "Attached",
+    "Deployment",
+    "Edits",
+    "Reference",
+    "ReferenceStore",
+    "ReferenceStyle",
+    "Refusal",
+    "Status",
+    "StoreOutcome",
+    "SyncReport",
+    "WriteBack",
+    "deployment_statuses",
+    "diff",
+]
