@@ -37,7 +37,9 @@ def rel(path: Path) -> str:
     return str(path.relative_to(PKG))
 
 
-PURE = files_of("model", "defaults", "mapping", "plan", "report", "scope", "explain")
+PURE = files_of(
+    "model", "defaults", "mapping", "plan", "report", "scope", "explain", "writeback", "sightings"
+)
 BELOW_THE_PLANNER = files_of(
     "model", "defaults", "mapping", "plan", "report", "apply", "scope", "explain"
 )

@@ -1,0 +1,193 @@
+"""How statuses look as references, the edits ``diff`` makes, and ``WriteBack``'s memory."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import pytest
+
+from reconciler.errors import SourceError
+from reconciler.writeback import (
+    NOT_DEPLOYED,
+    Attached,
+    Deployment,
+    Edits,
+    Reference,
+    ReferenceStyle,
+    Refusal,
+    Status,
+    StoreOutcome,
+    WriteBack,
+    diff,
+)
+
+STYLE = ReferenceStyle(tenant_id="tenant-1", tenant_name="contoso")
+DEP = Deployment("77", "IpAddress", "203.0.113.45", "Block", "2026-04-01T00:00:00Z")
+DEPLOYED = Status((DEP,))
+AUDIT = Status((Deployment("77", "IpAddress", "203.0.113.45", "Audit", None),))
+REFUSED = Status((), (Refusal("quota", "over the free room", "203.0.113.45"),))
+
+
+def test_a_deployment_renders_id_link_type_action_and_expiry() -> None:
+    (ref,) = STYLE.render("ind-1", DEPLOYED)
+    assert ref.external_id == "77"
+    assert ref.url is not None and "indicatorId=77" in ref.url and "tid=tenant-1" in ref.url
+    assert "IpAddress 203.0.113.45, action Block, expires 2026-04-01T00:00:00Z" in ref.description
+    assert "tenant contoso" in ref.description
+
+
+def test_a_refusal_renders_one_not_deployed_reference_with_every_reason() -> None:
+    status = Status(
+        (), (Refusal("quota", "over the free room", "a"), Refusal("private_ip", "", "b"))
+    )
+    (ref,) = STYLE.render("ind-1", status)
+    assert ref.external_id == f"{NOT_DEPLOYED}ind-1" and ref.url is None
+    assert "a: quota (over the free room)" in ref.description and "b: private_ip" in ref.description
+
+
+def test_no_status_renders_nothing() -> None:
+    assert STYLE.render("ind-1", Status()) == ()
+
+
+def _attached(ref: Reference, ident: str) -> Attached:
+    return Attached(ident, ref.external_id, ref.url, ref.description)
+
+
+@pytest.mark.parametrize(
+    ("name", "want", "have", "live", "expect"),
+    [
+        ("equal: nothing", DEPLOYED, [("r1", DEPLOYED)], {"77"}, (0, 0, [])),
+        ("new: attach", DEPLOYED, [], {"77"}, (1, 0, [])),
+        ("text changed: patch", DEPLOYED, [("r1", AUDIT)], {"77"}, (0, 1, [])),
+        (
+            "refused now: attach new, detach old gone id",
+            REFUSED,
+            [("r1", DEPLOYED)],
+            set(),
+            (1, 0, [("r1", True)]),
+        ),
+        (
+            "gone, still live elsewhere: detach only",
+            Status(),
+            [("r1", DEPLOYED)],
+            {"77"},
+            (0, 0, [("r1", False)]),
+        ),
+        (
+            "not deployed gone: detach and delete",
+            Status(),
+            [("r9", REFUSED)],
+            set(),
+            (0, 0, [("r9", True)]),
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_diff(name: str, want: Status, have: list, live: set[str], expect: tuple) -> None:
+    attached = [_attached(STYLE.render("ind-1", st)[0], rid) for rid, st in have]
+    edits = diff("ind-1", STYLE.render("ind-1", want), attached, live)
+    assert (len(edits.attach), len(edits.patch), [(r, d) for _, r, d in edits.detach]) == expect
+
+
+def test_a_second_copy_of_one_reference_is_detached_and_kept() -> None:
+    (ref,) = STYLE.render("ind-1", DEPLOYED)
+    edits = diff("ind-1", (ref,), [_attached(ref, "r1"), _attached(ref, "r2")], set())
+    assert edits.detach == [("ind-1", "r2", False)] and not edits.attach and not edits.patch
+
+
+class FakeStore:
+    """References per indicator in memory; counts reads and writes; can fail."""
+
+    def __init__(self) -> None:
+        self.refs: dict[str, list[Attached]] = {}
+        self.reads: list[list[str]] = []
+        self.writes: list[Edits] = []
+        self.fail_ids: set[str] = set()
+        self.down = False
+        self._ids = itertools.count(1)
+
+    def read(self, opencti_ids: Sequence[str]) -> tuple[dict[str, list[Attached]], int]:
+        if self.down:
+            raise SourceError("OpenCTI is down")
+        self.reads.append(list(opencti_ids))
+        return {i: list(self.refs.get(i, [])) for i in opencti_ids if i != "gone"}, 1
+
+    def write(self, edits: Edits) -> StoreOutcome:
+        self.writes.append(edits)
+        out = StoreOutcome(calls=1)
+        for oid, ref in edits.attach:
+            if oid in self.fail_ids:
+                out.failed[oid] = "refused"
+                continue
+            self.refs.setdefault(oid, []).append(
+                Attached(f"r{next(self._ids)}", ref.external_id, ref.url, ref.description)
+            )
+        for oid, rid, ref in edits.patch:
+            self.refs[oid] = [
+                Attached(rid, ref.external_id, ref.url, ref.description) if a.id == rid else a
+                for a in self.refs[oid]
+            ]
+        for oid, rid, _ in edits.detach:
+            self.refs[oid] = [a for a in self.refs[oid] if a.id != rid]
+        return out
+
+
+def test_a_second_sync_of_the_same_statuses_reads_and_writes_nothing() -> None:
+    store = FakeStore()
+    wb = WriteBack(store, STYLE, read_batch=2)
+    statuses = {f"i{n}": DEPLOYED if n % 2 else REFUSED for n in range(5)}
+    first = wb.sync(statuses, {"77"})
+    assert first.changed == 5 and first.edits == 5 and len(store.reads) == 3
+    second = wb.sync(statuses, {"77"})
+    assert (second.changed, second.read, second.edits, second.calls) == (0, 0, 0, 0)
+    assert len(store.reads) == 3 and len(store.writes) == 3
+
+
+def test_a_failed_indicator_is_retried_on_the_next_sync() -> None:
+    store = FakeStore()
+    store.fail_ids = {"i1"}
+    wb = WriteBack(store, STYLE)
+    assert wb.sync({"i1": DEPLOYED, "i2": DEPLOYED}, {"77"}).failed == 1
+    store.fail_ids = set()
+    again = wb.sync({"i1": DEPLOYED, "i2": DEPLOYED}, {"77"})
+    assert again.changed == 1 and again.edits == 1 and again.failed == 0
+
+
+def test_forget_reads_again_and_restores_a_reference_an_analyst_removed() -> None:
+    store = FakeStore()
+    wb = WriteBack(store, STYLE)
+    wb.sync({"i1": DEPLOYED}, {"77"})
+    store.refs["i1"] = []  # removed in the UI
+    assert wb.sync({"i1": DEPLOYED}, {"77"}).read == 0  # unknown to us until an event says
+    wb.forget(["i1"])
+    assert wb.has_forgotten
+    report = wb.sync({"i1": DEPLOYED}, {"77"})
+    assert report.read == 1 and report.edits == 1 and not wb.has_forgotten
+    assert [a.external_id for a in store.refs["i1"]] == ["77"]
+
+
+def test_forget_of_our_own_edit_reads_and_writes_nothing_more() -> None:
+    store = FakeStore()
+    wb = WriteBack(store, STYLE)
+    wb.sync({"i1": DEPLOYED}, {"77"})
+    wb.forget(["i1"])  # the stream event our attach caused
+    report = wb.sync({"i1": DEPLOYED}, {"77"})
+    assert report.read == 1 and report.edits == 0 and len(store.writes) == 1
+
+
+def test_an_indicator_gone_from_opencti_is_not_read_again() -> None:
+    store = FakeStore()
+    wb = WriteBack(store, STYLE)
+    assert wb.sync({"gone": DEPLOYED}, {"77"}).edits == 0
+    assert wb.sync({"gone": DEPLOYED}, {"77"}).read == 0
+
+
+def test_opencti_down_is_reported_not_raised_and_retried() -> None:
+    store = FakeStore()
+    store.down = True
+    wb = WriteBack(store, STYLE)
+    report = wb.sync({"i1": DEPLOYED}, {"77"})
+    assert report.error and report.failed == 1
+    store.down = False
+    assert wb.sync({"i1": DEPLOYED}, {"77"}).edits == 1
