@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -651,3 +652,20 @@ def test_an_unknown_action_or_severity_differs_from_desired() -> None:
     d = desired("x.example", "DomainName")
     plan = build_plan(as_map(d), [owned("4", d, action="FutureBlock", severity="Extreme")])
     assert actions(plan) == [("replace", "x.example", "4", "action_changed")]
+
+
+@pytest.mark.parametrize(
+    ("moved_seconds", "tolerance", "updated"),
+    [(30, 3600.0, False), (3600, 3600.0, False), (3601, 3600.0, True), (30, 0.0, True)],
+)
+def test_an_expiry_within_the_tolerance_is_left_as_it_is(
+    moved_seconds: int, tolerance: float, updated: bool
+) -> None:
+    """The write-back's own edits move ``updated_at`` (the expiry's base) by seconds: that
+    must not rewrite the indicator in Defender; a real move still does."""
+    base = datetime(2026, 4, 1, tzinfo=UTC)
+    want = desired(expiration_time=base + timedelta(seconds=moved_seconds))
+    have = owned("1", desired(expiration_time=base))
+    plan = build_plan([want], [have], policy=PlanPolicy(expiry_tolerance_seconds=tolerance))
+    kinds = [c.kind for c in plan.changes]
+    assert kinds == ([ChangeKind.UPDATE] if updated else [])
