@@ -65,7 +65,7 @@ def test_token_success_shape(emu: DefenderEmulator, http: httpx.Client) -> None:
     ("overrides", "tenant", "status", "error", "code"),
     [
         ({"client_secret": "wrong"}, None, 401, "invalid_client", 7000215),
-        ({"scope": "https://graph.microsoft.com/.default"}, None, 400, "invalid_scope", 70011),
+        ({"scope": "https://vault.azure.net/.default"}, None, 400, "invalid_scope", 70011),
         (
             {"client_id": "22222222-2222-4222-8222-222222222222"},
             None,

@@ -2,14 +2,18 @@
 
 Owns: one threaded HTTP(S) server on 127.0.0.1 serving the Entra endpoints of a confidential
 client (openid-configuration, instance discovery, v2.0 and v1 token) and the Defender Indicators
-API (list with OData, submit, import, delete, BatchDelete); an in-memory indicator store with
-upsert, expiry, a quota, per-endpoint rate limits, seeded fault injection and a request log.
-The spec is Microsoft's public documentation of the Indicators API and of Entra ID's
-client-credentials grant, plus behaviour observed in real tenants.
+API (list with OData, submit, import, delete, BatchDelete), and, with ``graph=True``, Microsoft
+Graph's security alerts (``GET /v1.0/security/alerts_v2``) with alerts raised by test hooks
+(``raise_hit``, ``POST /_test/hits``); an in-memory indicator store with upsert, expiry, a quota,
+per-endpoint rate limits, seeded fault injection and a request log. The spec is Microsoft's public
+documentation of the Indicators API, of Graph's alerts_v2 and of Entra ID's client-credentials
+grant, plus behaviour observed in real tenants.
 
-Modules: ``emulator`` (the ``DefenderEmulator`` facade: knobs, lifecycle, state helpers),
-``routing`` (routes and the order of work on a request, the request log), ``login`` (Entra
-endpoints, ``AadError``, tokens), ``api`` (authorization and the Indicators API handlers),
+Modules: ``emulator`` (the ``DefenderEmulator`` facade: knobs, lifecycle, state helpers, hit
+hooks), ``routing`` (routes and the order of work on a request, the request log), ``login``
+(Entra endpoints, ``AadError``, tokens), ``api`` (authorization and the Indicators API handlers),
+``graph`` (Graph's errors, token check, alerts_v2 query options, the HTTP hit hook), ``alerts``
+(alert objects and their evidence),
 ``store`` (rows, ids, upsert, expiry), ``odata`` (``$filter``), ``validation`` (indicator
 bodies), ``forms`` (equivalent forms, the deny list), ``lifecycle`` (deprecation, retirement, the
 URL limit), ``limits`` (rate limits, fault injection), ``server`` (HTTP(S) server, TLS material),
@@ -69,13 +73,30 @@ Each variant is a constructor keyword, a plain attribute changeable while runnin
   ``Forbidden`` (Ti.Read.All may list); Ti.ReadWrite alone lists only the app's own indicators
   and gets 403 when it updates or deletes another's. A token for the newer API host
   (``https://api.security.microsoft.com/.default``) is issued but refused by the API with 403.
+- Microsoft Graph (``graph``, ``--graph``; off, so the Graph scope is then refused at login with
+  ``invalid_scope`` as before). On: scope ``https://graph.microsoft.com/.default`` (v1 resource
+  ``https://graph.microsoft.com``) issues a token from the same app registration with the roles
+  ``graph_roles`` (SecurityAlert.Read.All); the Indicators API refuses it (403, audience), Graph
+  refuses a Defender token (401 ``InvalidAuthenticationToken``, "Invalid audience.") and a token
+  without SecurityAlert.Read(Write).All (403 ``Forbidden``). Errors carry Graph's ``innerError``.
+  Undocumented answers, each a keyword and a flag: ``graph_detection_source_filter``
+  (``accepted`` | ``refused``: detectionSource in ``$filter`` -> 400 ``BadRequest``);
+  ``graph_next_link`` (``present``: the request again with ``$skip`` advanced | ``missing``);
+  ``graph_default_top`` and ``graph_max_top`` (2,000 each) with ``graph_top_over_max`` (``cap``
+  silently | ``error`` 400); ``graph_max_skip`` (None; above it 400); ``graph_orderby``
+  (``refused`` 400 | ``accepted``); ``graph_rate_limit_per_minute`` (None; else 429 with
+  Retry-After on the emulator's clock, apart from ``rate_limits``). Random faults reach Graph
+  only when ``set_faults(endpoints=...)`` names ``alerts``; forced statuses work as elsewhere.
+  Alerts are listed in the order raised; their evidence is described in ``alerts``.
 """
 
+from reconciler.sandbox.defender.alerts import HIT_TYPES
 from reconciler.sandbox.defender.api import DEFAULT_PAGE_SIZE
 from reconciler.sandbox.defender.cli import describe, emulator_options, main, serve_forever
 from reconciler.sandbox.defender.core import (
     API_ENDPOINTS,
     ENDPOINTS,
+    GRAPH_ENDPOINTS,
     ApiError,
     EmulatorClock,
     RawIndicator,
@@ -85,9 +106,14 @@ from reconciler.sandbox.defender.core import (
 )
 from reconciler.sandbox.defender.emulator import BATCH_REJECTIONS, STRICT_PRESET, DefenderEmulator
 from reconciler.sandbox.defender.forms import DEFAULT_DENY_VALUES, ECHO_MODES
+from reconciler.sandbox.defender.graph import compile_alert_filter
 from reconciler.sandbox.defender.lifecycle import DEFAULT_SUNSET, DEPRECATED_AT
 from reconciler.sandbox.defender.limits import RATE_LIMITS
 from reconciler.sandbox.defender.login import (
+    ALERT_READ_ALL,
+    ALERT_READ_WRITE_ALL,
+    GRAPH_RESOURCE,
+    GRAPH_SCOPE,
     OTHER_RESOURCE,
     READ_ALL,
     READ_WRITE,
@@ -113,6 +139,8 @@ from reconciler.sandbox.defender.validation import (
 __all__ = [
     "ACCEPTED_FIELDS",
     "ACTIONS",
+    "ALERT_READ_ALL",
+    "ALERT_READ_WRITE_ALL",
     "ALLOWED_ACTIONS",
     "API_ENDPOINTS",
     "BATCH_REJECTIONS",
@@ -124,6 +152,10 @@ __all__ = [
     "ENDPOINTS",
     "FIELD_ORDER",
     "FILTER_FIELDS",
+    "GRAPH_ENDPOINTS",
+    "GRAPH_RESOURCE",
+    "GRAPH_SCOPE",
+    "HIT_TYPES",
     "INDICATOR_TYPES",
     "MAX_BATCH",
     "MAX_TOP",
@@ -145,6 +177,7 @@ __all__ = [
     "EmulatorClock",
     "RawIndicator",
     "RequestRecord",
+    "compile_alert_filter",
     "compile_filter",
     "describe",
     "emulator_options",

@@ -14,8 +14,15 @@ from typing import Any, TextIO
 
 from reconciler.sandbox.defender.emulator import DefenderEmulator
 from reconciler.sandbox.defender.forms import DEFAULT_DENY_VALUES
+from reconciler.sandbox.defender.graph import (
+    DEFAULT_TOP,
+    DETECTION_SOURCE_FILTER,
+    NEXT_LINK,
+    ORDERBY,
+    TOP_OVER_MAX,
+)
 from reconciler.sandbox.defender.lifecycle import DEFAULT_SUNSET
-from reconciler.sandbox.defender.login import TOKEN_FORMATS
+from reconciler.sandbox.defender.login import ALERT_READ_ALL, TOKEN_FORMATS
 from reconciler.sandbox.defender.odata import ODATA_MODES
 
 _UPSERT_KEYS = {
@@ -32,6 +39,14 @@ def describe(emulator: DefenderEmulator) -> str:
         f"  login     : {emulator.login_url}  (authority {emulator.authority})",
         f"  CA bundle : {emulator.ca_file or '(plain HTTP)'}",
         f"  variants  : {variants(emulator)}",
+    ]
+    if emulator.graph:
+        lines += [
+            f"  Graph     : {emulator.graph_url}/v1.0/security/alerts_v2  "
+            f"(scope {emulator.graph_scope}; hits: POST {emulator.url}/_test/hits)",
+            f"  graph     : {graph_variants(emulator)}",
+        ]
+    lines += [
         "",
         "# reconciler config snippet",
         "microsoft_defender_intel:",
@@ -57,6 +72,22 @@ def variants(emulator: DefenderEmulator) -> str:
         "retired": emulator.retired,
         "token_format": emulator.token_format,
         "batch_delete_atomic": emulator.batch_delete_atomic,
+    }
+    return " ".join(f"{name}={value}" for name, value in chosen.items())
+
+
+def graph_variants(emulator: DefenderEmulator) -> str:
+    """The Graph behaviour variants in force, one ``name=value`` each."""
+    chosen = {
+        "graph_roles": "+".join(emulator.graph_roles) or "(none)",
+        "graph_detection_source_filter": emulator.graph_detection_source_filter,
+        "graph_next_link": emulator.graph_next_link,
+        "graph_default_top": emulator.graph_default_top,
+        "graph_max_top": emulator.graph_max_top,
+        "graph_top_over_max": emulator.graph_top_over_max,
+        "graph_max_skip": emulator.graph_max_skip,
+        "graph_orderby": emulator.graph_orderby,
+        "graph_rate_limit_per_minute": emulator.graph_rate_limit_per_minute,
     }
     return " ".join(f"{name}={value}" for name, value in chosen.items())
 
@@ -150,6 +181,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="type+value upsert, whole-batch rejection, equivalent echo, strict OData, "
         "deprecation headers (over the flags above)",
     )
+    graph = parser.add_argument_group(
+        "Microsoft Graph", "alerts_v2 on the same port; undocumented answers, defaults as listed"
+    )
+    graph.add_argument(
+        "--no-graph",
+        dest="graph",
+        action="store_false",
+        help="do not serve Graph alerts_v2 nor POST /_test/hits (served by default)",
+    )
+    graph.add_argument(
+        "--graph-roles",
+        default=ALERT_READ_ALL,
+        help="comma-separated application roles of Graph tokens ('' for none)",
+    )
+    graph.add_argument(
+        "--graph-detection-source-filter",
+        choices=DETECTION_SOURCE_FILTER,
+        default="accepted",
+        help="detectionSource in $filter: accepted, or refused with 400",
+    )
+    graph.add_argument("--graph-next-link", choices=NEXT_LINK, default="present")
+    graph.add_argument("--graph-default-top", type=int, default=DEFAULT_TOP)
+    graph.add_argument("--graph-max-top", type=int, default=DEFAULT_TOP)
+    graph.add_argument(
+        "--graph-top-over-max",
+        choices=TOP_OVER_MAX,
+        default="cap",
+        help="a $top over the maximum: capped silently, or 400",
+    )
+    graph.add_argument(
+        "--graph-max-skip", type=int, default=None, help="a larger $skip answers 400"
+    )
+    graph.add_argument("--graph-orderby", choices=ORDERBY, default="refused")
+    graph.add_argument(
+        "--graph-rate-limit-per-minute",
+        type=int,
+        default=None,
+        help="Graph calls a minute before 429 (default: no limit)",
+    )
     return parser
 
 
@@ -177,6 +247,16 @@ def emulator_options(argv: list[str] | None = None) -> dict[str, Any]:
         "token_format": args.token_format,
         "batch_delete_atomic": not args.batch_delete_non_atomic,
         "strict": args.all_strict,
+        "graph": args.graph,
+        "graph_roles": tuple(v.strip() for v in args.graph_roles.split(",") if v.strip()),
+        "graph_detection_source_filter": args.graph_detection_source_filter,
+        "graph_next_link": args.graph_next_link,
+        "graph_default_top": args.graph_default_top,
+        "graph_max_top": args.graph_max_top,
+        "graph_top_over_max": args.graph_top_over_max,
+        "graph_max_skip": args.graph_max_skip,
+        "graph_orderby": args.graph_orderby,
+        "graph_rate_limit_per_minute": args.graph_rate_limit_per_minute,
     }
 
 

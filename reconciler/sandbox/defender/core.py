@@ -1,8 +1,9 @@
 """What every part of the Defender emulator shares: the clock, times, a call, API errors.
 
 Owns: the emulator's clock protocol, Defender's timestamp format, the request record of the log,
-one routed request (``Route``, ``Call``), ``ApiError`` and its rendering as the Defender API's
-``{"error": {...}}`` body with the API's headers.
+the endpoint names (Entra, the Indicators API, Microsoft Graph, the test hook), one routed request
+(``Route``, ``Call``), ``ApiError`` and its rendering as the Defender API's ``{"error": {...}}``
+body with the API's headers (Graph renders the same error its own way, in ``graph``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,23 @@ from reconciler.sandbox.http import Response, json_bytes
 
 RawIndicator = dict[str, Any]
 
-ENDPOINTS = ("openid", "discovery", "token", "list", "submit", "import", "delete", "batch_delete")
+ENDPOINTS = (
+    "openid",
+    "discovery",
+    "token",
+    "list",
+    "submit",
+    "import",
+    "delete",
+    "batch_delete",
+    "alerts",
+    "test_hits",
+)
 API_ENDPOINTS = frozenset({"list", "submit", "import", "delete", "batch_delete"})
+#: Microsoft Graph endpoints (``alerts``: GET /v1.0/security/alerts_v2)
+GRAPH_ENDPOINTS = frozenset({"alerts"})
+#: the HTTP test hook raising a hit (POST /_test/hits)
+TEST_HOOK = "test_hits"
 
 _API_CONTENT_TYPE = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8"
 

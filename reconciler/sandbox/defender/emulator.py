@@ -1,17 +1,20 @@
 """``DefenderEmulator``: the facade of the Defender emulator, its knobs and lifecycle.
 
 Owns the emulator's configuration (plain attributes, changeable while it runs), its state
-objects (store, issued tokens, rate limiter, fault injector, request log) and starting/stopping
-the server; the work itself lives in the modules that own it (``routing``, ``login``, ``api``,
-``store``, ``limits``, ``server``). See the package docstring for the documented choices.
+objects (store, alerts, issued tokens, rate limiter, fault injector, request log), the test hooks
+raising hits (alerts served by Graph) and starting/stopping the server; the work itself lives in
+the modules that own it (``routing``, ``login``, ``api``, ``graph``, ``alerts``, ``store``,
+``limits``, ``server``). See the package docstring for the documented choices.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import secrets
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,6 +22,13 @@ from typing import Any
 from loguru import logger
 
 from reconciler.sandbox.defender import routing
+from reconciler.sandbox.defender.alerts import (
+    CUSTOM_TI,
+    Alert,
+    AlertList,
+    build_alert,
+    matching_indicator,
+)
 from reconciler.sandbox.defender.api import DEFAULT_PAGE_SIZE
 from reconciler.sandbox.defender.core import (
     API_ENDPOINTS,
@@ -29,9 +39,23 @@ from reconciler.sandbox.defender.core import (
     format_timestamp,
 )
 from reconciler.sandbox.defender.forms import DEFAULT_DENY_VALUES, ECHO_MODES
+from reconciler.sandbox.defender.graph import (
+    DEFAULT_TOP,
+    DETECTION_SOURCE_FILTER,
+    NEXT_LINK,
+    ORDERBY,
+    TOP_OVER_MAX,
+)
 from reconciler.sandbox.defender.lifecycle import DEFAULT_SUNSET, check_sunset
 from reconciler.sandbox.defender.limits import FaultInjector, Faults, RateLimiter
-from reconciler.sandbox.defender.login import READ_WRITE_ALL, SCOPE, TOKEN_FORMATS, Token
+from reconciler.sandbox.defender.login import (
+    ALERT_READ_ALL,
+    GRAPH_SCOPE,
+    READ_WRITE_ALL,
+    SCOPE,
+    TOKEN_FORMATS,
+    Token,
+)
 from reconciler.sandbox.defender.odata import ODATA_MODES
 from reconciler.sandbox.defender.server import Certificates, Server
 from reconciler.sandbox.defender.store import Store, copy_row, int_id
@@ -76,6 +100,11 @@ class DefenderEmulator:
     ``retired`` and ``token_format`` select the UNCONFIRMED behaviours listed in the package
     docstring. ``strict=True`` applies ``STRICT_PRESET`` over the other keywords (see
     ``make_strict``).
+
+    ``graph=True`` also serves Microsoft Graph's ``GET /v1.0/security/alerts_v2`` on the same
+    port (base URL ``emu.url``; token scope ``GRAPH_SCOPE``, roles ``graph_roles``) and the HTTP
+    test hook ``POST /_test/hits``; the ``graph_*`` keywords select its undocumented behaviours.
+    ``raise_hit`` adds an alert (any time, Graph served or not).
     """
 
     def __init__(
@@ -114,6 +143,16 @@ class DefenderEmulator:
         retired: bool = False,
         token_format: str = "jwt",
         strict: bool = False,
+        graph: bool = True,
+        graph_roles: tuple[str, ...] = (ALERT_READ_ALL,),
+        graph_detection_source_filter: str = "accepted",
+        graph_next_link: str = "present",
+        graph_default_top: int = DEFAULT_TOP,
+        graph_max_top: int = DEFAULT_TOP,
+        graph_top_over_max: str = "cap",
+        graph_max_skip: int | None = None,
+        graph_orderby: str = "refused",
+        graph_rate_limit_per_minute: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -148,12 +187,27 @@ class DefenderEmulator:
         self.sunset = check_sunset(sunset)
         self.retired = retired
         self.token_format = _choice("token_format", token_format, TOKEN_FORMATS)
+        #: serve Microsoft Graph (alerts_v2, Graph tokens, ``POST /_test/hits``)
+        self.graph = graph
+        #: application roles of Graph tokens (captured when issued)
+        self.graph_roles = tuple(graph_roles)
+        self.graph_detection_source_filter = _choice(
+            "graph_detection_source_filter", graph_detection_source_filter, DETECTION_SOURCE_FILTER
+        )
+        self.graph_next_link = _choice("graph_next_link", graph_next_link, NEXT_LINK)
+        self.graph_default_top = graph_default_top
+        self.graph_max_top = graph_max_top
+        self.graph_top_over_max = _choice("graph_top_over_max", graph_top_over_max, TOP_OVER_MAX)
+        self.graph_max_skip = graph_max_skip
+        self.graph_orderby = _choice("graph_orderby", graph_orderby, ORDERBY)
+        self.graph_rate_limit_per_minute = graph_rate_limit_per_minute
         self.cert_dir = Path(cert_dir) if cert_dir is not None else None
         self.ca_file = ""
         self.requests: list[RequestRecord] = []
 
         self._store = Store(self.upsert_key, self.echo == "equivalent")
-        self._lock = threading.RLock()  # guards _store and _tokens
+        self._alerts = AlertList()
+        self._lock = threading.RLock()  # guards _store, _alerts and _tokens
         self._log_lock = threading.Lock()  # guards requests
         self._tokens: dict[str, Token] = {}
         self._token_key = secrets.token_bytes(32)  # signs the JWT-shaped access tokens
@@ -221,6 +275,16 @@ class DefenderEmulator:
     def authority(self) -> str:
         return f"{self.login_url}/{self.tenant_id}"
 
+    @property
+    def graph_url(self) -> str:
+        """Graph base (the root, like ``https://graph.microsoft.com``): this same server."""
+        return self.url
+
+    @property
+    def graph_scope(self) -> str:
+        """The scope a client requests for a Graph token (v1: resource without ``/.default``)."""
+        return GRAPH_SCOPE
+
     # ---------------------------------------------------------------- state helpers
 
     def add_indicator(self, **fields: Any) -> RawIndicator:
@@ -257,6 +321,70 @@ class DefenderEmulator:
         with self._lock:
             self._store.clear()
 
+    # ---------------------------------------------------------------- alerts (hits)
+
+    def raise_hit(
+        self,
+        indicator_type: str,
+        value: str,
+        *,
+        device: str = "DEVICE-1",
+        at: datetime | None = None,
+        alert_id: str | None = None,
+        detection_source: str = CUSTOM_TI,
+    ) -> Alert:
+        """A device hit ``value``: add the Graph alert (see ``alerts``) and return a copy.
+
+        ``at`` (naive means UTC; default the clock's now) is its creation, update and activity
+        time. Title, description and severity come from the tenant's matching indicator, if
+        any. An existing ``alert_id`` is hit again: its update and last activity times move
+        to ``at`` (when later) and new evidence is added; it keeps its place in the list."""
+        moment = self.clock.now() if at is None else at
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        with self._lock:
+            self._store.purge(self.clock.now())
+            row = matching_indicator(self._store.rows.values(), indicator_type, value)
+            existing = self._alerts.get(alert_id) if alert_id is not None else None
+            if existing is not None:
+                ident, incident = existing["id"], existing["incidentId"]
+            elif alert_id is not None:
+                ident, incident = alert_id, self._alerts.new_ids(moment, value)[1]
+            else:
+                ident, incident = self._alerts.new_ids(moment, f"{indicator_type}|{value}")
+            alert = build_alert(
+                alert_id=ident,
+                incident_id=incident,
+                tenant_id=self.tenant_id,
+                indicator_type=indicator_type,
+                value=value,
+                device=device,
+                at=moment,
+                detection_source=detection_source,
+                indicator=row,
+            )
+            if existing is not None:
+                alert = self._alerts.merge(existing, alert)
+            else:
+                self._alerts.add(alert)
+            return copy.deepcopy(alert)
+
+    def alerts(self) -> list[Alert]:
+        """Copies of the alerts, in the order they were raised."""
+        with self._lock:
+            return self._alerts.snapshot()
+
+    def update_alert(self, alert_id: str, **fields: Any) -> Alert:
+        """Edit an alert as the portal would (e.g. ``status="resolved"``); its
+        ``lastUpdateDateTime`` becomes the clock's now unless given. KeyError when unknown."""
+        stamp = format_timestamp(self.clock.now())
+        with self._lock:
+            return copy.deepcopy(self._alerts.edit(alert_id, fields, stamp))
+
+    def clear_alerts(self) -> None:
+        with self._lock:
+            self._alerts.clear()
+
     # ---------------------------------------------------------------- knobs
 
     def set_faults(
@@ -292,9 +420,10 @@ class DefenderEmulator:
         self._limiter.reset()
 
     def reset(self) -> None:
-        """A fresh tenant: no rows (ids restart at 1), tokens, faults, forced statuses, hook,
-        log or spent rate budget. Knob attributes keep their current values."""
+        """A fresh tenant: no rows (ids restart at 1), alerts, tokens, faults, forced statuses,
+        hook, log or spent rate budget. Knob attributes keep their current values."""
         self.clear()
+        self.clear_alerts()
         with self._lock:
             self._store.next_id = 1
             self._tokens.clear()

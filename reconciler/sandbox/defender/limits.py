@@ -1,7 +1,8 @@
 """Rate limits and fault injection of the Defender emulator.
 
 Owns the per-endpoint call limits Microsoft documents (sliding windows for the whole tenant on the
-emulator's monotonic clock; a refused call spends no budget) and the test faults: a hook called
+emulator's monotonic clock; a refused call spends no budget), the same windows for limits given
+explicitly (the optional per-minute limit of Graph calls) and the test faults: a hook called
 before each request, statuses forced in order per endpoint, and seeded random faults (dropped
 connections, 429/500/503, latency, stalls). Rendering a fault as a response is the request
 pipeline's (``routing``): this module only decides.
@@ -42,12 +43,20 @@ class RateLimiter:
 
     def admit(self, endpoint: str, now: float, scale: float) -> float | None:
         """Record the call and return None, or return seconds until there is room."""
-        windows = RATE_LIMITS.get(endpoint, ())
+        windows = tuple(
+            (window, int(limit * scale)) for window, limit in RATE_LIMITS.get(endpoint, ())
+        )
+        return self.admit_windows(endpoint, windows, now)
+
+    def admit_windows(
+        self, key: str, windows: tuple[tuple[float, int], ...], now: float
+    ) -> float | None:
+        """``admit`` for explicit (window seconds, calls) limits counted under ``key``."""
         with self._lock:
             wait = 0.0
             for window, limit in windows:
-                cap = max(1, int(limit * scale))
-                calls = self._calls[(endpoint, window)]
+                cap = max(1, limit)
+                calls = self._calls[(key, window)]
                 while calls and calls[0] <= now - window:
                     calls.popleft()
                 if len(calls) >= cap:
@@ -55,24 +64,32 @@ class RateLimiter:
             if wait > 0:
                 return wait
             for window, _ in windows:
-                self._calls[(endpoint, window)].append(now)
+                self._calls[(key, window)].append(now)
             return None
 
     def check(self, endpoint: str, now: float, scale: float) -> None:
         """Admit the call or raise 429 ``TooManyRequests`` with a whole-second Retry-After."""
-        wait = self.admit(endpoint, now, scale)
-        if wait is not None:
-            seconds = max(1, int(-(-wait // 1)))
-            raise ApiError(
-                429,
-                "TooManyRequests",
-                f"Rate limit is exceeded. Try again in {seconds} seconds.",
-                (("Retry-After", str(seconds)),),
-            )
+        _refuse(self.admit(endpoint, now, scale))
+
+    def check_windows(self, key: str, windows: tuple[tuple[float, int], ...], now: float) -> None:
+        """``check`` for explicit limits counted under ``key``."""
+        _refuse(self.admit_windows(key, windows, now))
 
     def reset(self) -> None:
         with self._lock:
             self._calls.clear()
+
+
+def _refuse(wait: float | None) -> None:
+    """Raise the 429 of a call that must wait ``wait`` seconds (None: it was admitted)."""
+    if wait is not None:
+        seconds = max(1, int(-(-wait // 1)))
+        raise ApiError(
+            429,
+            "TooManyRequests",
+            f"Rate limit is exceeded. Try again in {seconds} seconds.",
+            (("Retry-After", str(seconds)),),
+        )
 
 
 @dataclass(frozen=True)

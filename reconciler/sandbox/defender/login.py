@@ -3,9 +3,10 @@
 Owns the login endpoints (openid-configuration, instance discovery, the v2.0 and v1 token
 endpoints of the client-credentials grant, as MSAL uses it), the AADSTS error bodies
 (``AadError``), the issued tokens (kept in the emulator's ``_tokens``, each carrying the roles
-granted when it was issued; JWT-shaped, or opaque with ``token_format="opaque"``, always looked
-up by the whole string, never verified by their signature) and the check of a bearer token on an
-API call.
+granted when it was issued: the Defender roles, or the Graph roles for a Microsoft Graph token
+(issued only while the emulator serves Graph); JWT-shaped, or opaque with
+``token_format="opaque"``, always looked up by the whole string, never verified by their
+signature) and the check of a bearer token on an API call.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ OTHER_RESOURCE = "https://api.security.microsoft.com"
 READ_WRITE_ALL = "Ti.ReadWrite.All"
 READ_WRITE = "Ti.ReadWrite"
 READ_ALL = "Ti.Read.All"
+# Microsoft Graph, from the same app registration (only while the emulator's ``graph`` is on).
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+ALERT_READ_ALL = "SecurityAlert.Read.All"
+ALERT_READ_WRITE_ALL = "SecurityAlert.ReadWrite.All"
 
 _AAD_CONTENT_TYPE = "application/json; charset=utf-8"
 TOKEN_FORMATS = ("jwt", "opaque")
@@ -224,7 +230,7 @@ def _client(emu: DefenderEmulator, call: Call, form: Mapping[str, str]) -> str:
 
 def _audience(emu: DefenderEmulator, form: Mapping[str, str], version: str) -> str:
     """The requested resource (v1) or the single ``/.default`` scope's resource (v2.0)."""
-    resources = (resource(emu), OTHER_RESOURCE)
+    resources = (resource(emu), OTHER_RESOURCE, *((GRAPH_RESOURCE,) if emu.graph else ()))
     if version == "v1":
         audience = form.get("resource", "").rstrip("/")
         if audience not in resources:
@@ -253,12 +259,13 @@ def _issue(emu: DefenderEmulator, client_id: str, version: str, audience: str) -
     now = emu.clock.now()
     lifetime = int(emu.token_lifetime)
     expires_at = now + timedelta(seconds=lifetime)
+    roles = tuple(emu.graph_roles if audience == GRAPH_RESOURCE else emu.roles)
     if emu.token_format == "opaque":
         token = "emu." + secrets.token_urlsafe(32)
     else:
-        token = _jwt(emu, client_id, audience, now, expires_at)
+        token = _jwt(emu, client_id, audience, roles, now, expires_at)
     # Like a JWT, the token carries the roles granted when it was issued.
-    record = Token(client_id, expires_at, audience, frozenset(emu.roles))
+    record = Token(client_id, expires_at, audience, frozenset(roles))
     with emu._lock:
         emu._tokens[token] = record
     payload: dict[str, Any]
@@ -287,7 +294,12 @@ def _segment(data: bytes) -> str:
 
 
 def _jwt(
-    emu: DefenderEmulator, client_id: str, audience: str, now: datetime, expires_at: datetime
+    emu: DefenderEmulator,
+    client_id: str,
+    audience: str,
+    roles: tuple[str, ...],
+    now: datetime,
+    expires_at: datetime,
 ) -> str:
     """A JWT-shaped access token like Entra's v1 app tokens, HMAC-signed with a random key."""
     issued = int(now.timestamp())
@@ -306,7 +318,7 @@ def _jwt(
         "idtyp": "app",
         "oid": app_object,
         "sub": app_object,
-        "roles": list(emu.roles),
+        "roles": list(roles),
         "tid": emu.tenant_id,
         "uti": secrets.token_urlsafe(16),
         "ver": "1.0",
@@ -333,21 +345,31 @@ def _basic_credentials(headers: Mapping[str, str]) -> tuple[str | None, str | No
 # --------------------------------------------------------------------------- API calls
 
 
-def authenticate(emu: DefenderEmulator, headers: Mapping[str, str]) -> Token:
-    """The live token an API call carries; 401 when missing, unknown or expired."""
+def live_token(emu: DefenderEmulator, headers: Mapping[str, str]) -> Token | str:
+    """The live token of the bearer header, or why there is none: missing, unknown, expired."""
     token = bearer_token(headers)
-    challenge = (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
     if not token:
-        raise ApiError(
-            401,
-            "Unauthorized",
-            "Authorization header is missing or not a Bearer token.",
-            challenge,
-        )
+        return "missing"
     with emu._lock:
         record = emu._tokens.get(token)
     if record is None:
-        raise ApiError(401, "Unauthorized", "The access token is invalid.", challenge)
+        return "unknown"
     if emu.clock.now() >= record.expires_at:
-        raise ApiError(401, "Unauthorized", "The access token has expired.", challenge)
+        return "expired"
     return record
+
+
+_UNAUTHORIZED = {
+    "missing": "Authorization header is missing or not a Bearer token.",
+    "unknown": "The access token is invalid.",
+    "expired": "The access token has expired.",
+}
+
+
+def authenticate(emu: DefenderEmulator, headers: Mapping[str, str]) -> Token:
+    """The live token an API call carries; 401 when missing, unknown or expired."""
+    found = live_token(emu, headers)
+    if isinstance(found, str):
+        challenge = (("WWW-Authenticate", 'Bearer error="invalid_token"'),)
+        raise ApiError(401, "Unauthorized", _UNAUTHORIZED[found], challenge)
+    return found

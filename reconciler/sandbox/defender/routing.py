@@ -1,10 +1,13 @@
-"""One request through the Defender emulator: route, faults, login or API, the request log.
+"""One request through the Defender emulator: route, faults, login, API or Graph, the request log.
 
-Owns the routes (Entra endpoints and the Indicators API), the order of work on a request (the
-URL limit of strict OData, the test hook, forced and random faults, then either a login endpoint
-or a retired API's 410 or bearer authentication, authorization, the rate limit and the API
-handler), turning any error into its response body (an emulator bug still answers, 500, and is
-logged), the deprecation headers on API answers and the record appended to the log.
+Owns the routes (Entra endpoints, the Indicators API, Microsoft Graph's alerts and the HTTP test
+hook raising hits), the order of work on a request (the URL limit of strict OData; the HTTP test
+hook, answered at once while Graph is served; the request hook, forced and random faults, then
+either a login endpoint, or a retired API's 410 or bearer authentication, authorization, the rate
+limit and the API handler, or, while ``graph`` is on, Graph's authentication, roles, optional
+rate limit and handler), turning any error into its response body (Defender's, or Graph's on a
+Graph path; an emulator bug still answers, 500, and is logged), the deprecation headers on API
+answers and the record appended to the log.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from urllib.parse import unquote, urlsplit
 
 from loguru import logger
 
-from reconciler.sandbox.defender import api, lifecycle, login
+from reconciler.sandbox.defender import api, graph, lifecycle, login
 from reconciler.sandbox.defender.core import (
     API_ENDPOINTS,
+    GRAPH_ENDPOINTS,
+    TEST_HOOK,
     ApiError,
     Call,
     RequestRecord,
@@ -58,6 +63,10 @@ def route(method: str, path: str) -> Route:
         return Route("batch_delete")
     if lower.startswith("/api/indicators/") and len(segments) == 3 and method == "DELETE":
         return Route("delete", ident=unquote(segments[2]))
+    if lower == graph.ALERTS_PATH and method == "GET":
+        return Route("alerts")
+    if lower == "/_test/hits" and method == "POST":
+        return Route(TEST_HOOK)
     if lower == "/common/discovery/instance" and method == "GET":
         return Route("discovery")
     if lower.endswith("/.well-known/openid-configuration") and method == "GET":
@@ -100,19 +109,36 @@ def _is_api(call: Call) -> bool:
     return call.route.endpoint in API_ENDPOINTS or call.path.lower().startswith("/api/")
 
 
+def _is_graph(emu: DefenderEmulator, call: Call) -> bool:
+    """A Microsoft Graph call (only while the emulator serves Graph)."""
+    return emu.graph and (call.route.endpoint in GRAPH_ENDPOINTS or graph.is_graph_path(call.path))
+
+
+def _error(emu: DefenderEmulator, call: Call, exc: ApiError) -> Response:
+    return graph.error_response(emu, call, exc) if _is_graph(emu, call) else api_error_response(exc)
+
+
 def _answer(emu: DefenderEmulator, call: Call) -> Response:
     """Faults or the served answer, plus the deprecation headers of an API answer."""
+    if emu.graph and call.route.endpoint == TEST_HOOK:
+        try:
+            return graph.raise_hit_hook(emu, call)
+        except ApiError as exc:
+            return api_error_response(exc)
+        except Exception as exc:
+            logger.exception("defender emulator: unhandled error in the hit hook")
+            return api_error_response(ApiError(500, "InternalServerError", repr(exc)))
     response = _injected(emu, call)
     if response is None:
         try:
             response = _dispatch(emu, call)
         except ApiError as exc:
-            response = api_error_response(exc)
+            response = _error(emu, call, exc)
         except AadError as exc:
             response = login.aad_error_response(emu, exc)
         except Exception as exc:  # an emulator bug must still answer, and be visible
             logger.exception("defender emulator: unhandled error")
-            response = api_error_response(ApiError(500, "InternalServerError", repr(exc)))
+            response = _error(emu, call, ApiError(500, "InternalServerError", repr(exc)))
     if emu.deprecation and _is_api(call) and not response.drop:
         response.headers.extend(lifecycle.deprecation_headers(emu.sunset))
     return response
@@ -126,12 +152,13 @@ def _injected(emu: DefenderEmulator, call: Call) -> Response | None:
         try:
             hook(endpoint, call.method, call.path)
         except Exception as exc:
-            return api_error_response(ApiError(500, "InternalServerError", f"hook: {exc!r}"))
+            return _error(emu, call, ApiError(500, "InternalServerError", f"hook: {exc!r}"))
     fault = emu._injector.draw(endpoint)
-    return None if fault is None else _fault_response(emu, endpoint, fault)
+    return None if fault is None else _fault_response(emu, call, fault)
 
 
-def _fault_response(emu: DefenderEmulator, endpoint: str, fault: Fault) -> Response:
+def _fault_response(emu: DefenderEmulator, call: Call, fault: Fault) -> Response:
+    endpoint = call.route.endpoint
     status = fault.status
     if status == 0:
         return Response(0, drop=True)
@@ -142,13 +169,15 @@ def _fault_response(emu: DefenderEmulator, endpoint: str, fault: Fault) -> Respo
         response.headers.extend(headers)
         return response
     code = _FAULT_CODES.get(status, "BadRequest" if status < 500 else "InternalServerError")
-    return api_error_response(ApiError(status, code, "Injected fault.", headers))
+    return _error(emu, call, ApiError(status, code, "Injected fault.", headers))
 
 
 def _dispatch(emu: DefenderEmulator, call: Call) -> Response:
     endpoint = call.route.endpoint
     if endpoint in _LOGIN_HANDLERS:
         return _LOGIN_HANDLERS[endpoint](emu, call)
+    if _is_graph(emu, call):
+        return _graph(emu, call)
     if emu.retired and _is_api(call):
         raise lifecycle.retired_error()
     if endpoint not in API_ENDPOINTS:
@@ -159,6 +188,18 @@ def _dispatch(emu: DefenderEmulator, call: Call) -> Response:
     if emu.rate_limits:
         emu._limiter.check(endpoint, emu.clock.monotonic(), emu.rate_limit_scale)
     return api.HANDLERS[endpoint](emu, call)
+
+
+def _graph(emu: DefenderEmulator, call: Call) -> Response:
+    """A Graph call: a served endpoint, authenticated, authorized and throttled, or 400/405."""
+    endpoint = call.route.endpoint
+    if endpoint not in GRAPH_ENDPOINTS:
+        raise graph.unrouted(call)
+    token = graph.authenticate(emu, call)
+    call.client_id = token.client_id
+    graph.authorize(token)
+    graph.throttle(emu, endpoint)
+    return graph.HANDLERS[endpoint](emu, call)
 
 
 def _loggable_body(endpoint: str, body: bytes) -> Any:
