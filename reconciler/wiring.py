@@ -411,7 +411,9 @@ def write_back(
     if not settings.reconciler.write_back or settings.reconciler.dry_run:
         return None
     style = reference_style(settings)
-    return WriteBack(OpenCTIReferences(source, style.source_name, clock=clock), style)
+    write_back = WriteBack(OpenCTIReferences(source, style.source_name, clock=clock), style)
+    source.restamp = write_back.restamp
+    return write_back
 
 
 def position_store(settings: Settings) -> PositionStore:

@@ -96,6 +96,9 @@ class OpenCTISource:
         self.ssl_verify = ssl_verify
         self._token = token
         self._api = api
+        #: ``(internal id, updated_at) -> updated_at`` applied to every row read: undoes the
+        #: ``updated_at`` moves the write-back's own edits caused (``WriteBack.restamp``).
+        self.restamp: Callable[[str, str], str] | None = None
 
     def __repr__(self) -> str:
         return f"OpenCTISource(url={self.url!r}, stream_id={self.stream_id!r})"
@@ -239,6 +242,8 @@ class OpenCTISource:
                     f"OpenCTI indicator listing failed on page {page_number}: {self._safe(exc)}"
                 ) from exc
             entities, pagination = _split_page(result, page_number)
+            if self.restamp is not None:
+                _restamp(entities, self.restamp)
             total = pagination.get("globalCount")
             yield Page(entities, total if isinstance(total, int) else None)
             if not pagination.get("hasNextPage"):
@@ -323,6 +328,15 @@ class OpenCTISource:
             for page in self.iter_pages(scoped_filter(base, part)):
                 found.extend(parse(row) for row in page)
         return found
+
+
+def _restamp(rows: list[RawIndicator], restamp: Callable[[str, str], str]) -> None:
+    for row in rows:
+        ident, stamp = row.get("id"), row.get("updated_at")
+        if isinstance(ident, str) and isinstance(stamp, str):
+            fixed = restamp(ident, stamp)
+            if fixed != stamp:
+                row["updated_at"] = fixed
 
 
 def _as_is(row: RawIndicator) -> RawIndicator:

@@ -22,14 +22,21 @@ from reconciler.clock import Clock
 from reconciler.errors import SourceError
 from reconciler.opencti.mutations import Mutations, Op, attach_reference
 from reconciler.opencti.source import OpenCTISource
-from reconciler.writeback import Attached, Edits, Reference, StoreOutcome
+from reconciler.writeback import Attached, Edits, Readback, Reference, StoreOutcome
 
 __all__ = ["OpenCTIReferences"]
 
 _READ = """query WriteBackReferences($filters: FilterGroup, $first: Int, $after: ID) {
   indicators(filters: $filters, first: $first, after: $after) {
-    edges { node { id externalReferences {
+    edges { node { id updated_at externalReferences {
       edges { node { id source_name external_id url description } } } } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+_STAMPS = """query WriteBackStamps($filters: FilterGroup, $first: Int, $after: ID) {
+  indicators(filters: $filters, first: $first, after: $after) {
+    edges { node { id updated_at } }
     pageInfo { hasNextPage endCursor }
   }
 }"""
@@ -54,9 +61,29 @@ class OpenCTIReferences:
         )
 
     # -- reading ------------------------------------------------------------------------
-    def read(self, opencti_ids: Sequence[str]) -> tuple[dict[str, list[Attached]], int]:
-        found: dict[str, list[Attached]] = {}
-        calls = 0
+    def read(self, opencti_ids: Sequence[str]) -> Readback:
+        back = Readback()
+        for node in self._nodes(opencti_ids, _READ, back):
+            ident = str(node.get("id"))
+            back.refs[ident] = self._ours(node)
+            if isinstance(node.get("updated_at"), str):
+                back.stamps[ident] = node["updated_at"]
+        return back
+
+    def stamps(self, opencti_ids: Sequence[str]) -> tuple[dict[str, str], int]:
+        back = Readback()
+        found = {
+            str(node.get("id")): node["updated_at"]
+            for node in self._nodes(opencti_ids, _STAMPS, back)
+            if isinstance(node.get("updated_at"), str)
+        }
+        return found, back.calls
+
+    def _nodes(
+        self, opencti_ids: Sequence[str], query: str, back: Readback
+    ) -> list[dict[str, Any]]:
+        """The indicator nodes of ``opencti_ids`` (by any of their ids), every page."""
+        nodes: list[dict[str, Any]] = []
         filters = {
             "mode": "and",
             "filters": [
@@ -67,20 +94,17 @@ class OpenCTIReferences:
         after: str | None = None
         while True:
             variables = {"filters": filters, "first": 500, "after": after}
-            result = self.source.graphql(_READ, variables, "read of external references")
-            calls += 1
+            result = self.source.graphql(query, variables, "write-back read")
+            back.calls += 1
             listing = (result.get("data") or {}).get("indicators")
             if not isinstance(listing, dict):
                 raise SourceError("OpenCTI answered no indicators to the write-back's read")
-            for edge in listing.get("edges") or []:
-                node = edge.get("node") or {}
-                found[str(node.get("id"))] = self._ours(node)
+            nodes.extend(edge.get("node") or {} for edge in listing.get("edges") or [])
             info = listing.get("pageInfo") or {}
             if not info.get("hasNextPage") or not info.get("endCursor"):
                 break
             after = str(info["endCursor"])
-        # An id may have been given as a standard or STIX id: answered under its internal id.
-        return found, calls
+        return nodes
 
     def _ours(self, node: dict[str, Any]) -> list[Attached]:
         refs = node.get("externalReferences") or {}

@@ -17,13 +17,20 @@ from reconciler.writeback.references import (
     diff,
 )
 from reconciler.writeback.status import Deployment, Refusal, Status, deployment_statuses
-from reconciler.writeback.sync import ReferenceStore, StoreOutcome, SyncReport, WriteBack
+from reconciler.writeback.sync import (
+    Readback,
+    ReferenceStore,
+    StoreOutcome,
+    SyncReport,
+    WriteBack,
+)
 
 __all__ = [
     "NOT_DEPLOYED",
     "Attached",
     "Deployment",
     "Edits",
+    "Readback",
     "Reference",
     "ReferenceStore",
     "ReferenceStyle",

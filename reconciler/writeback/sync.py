@@ -24,7 +24,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.writeback.references import Attached, Edits, ReferenceStyle, diff
 from reconciler.writeback.status import Status
 
-__all__ = ["ReferenceStore", "StoreOutcome", "SyncReport", "WriteBack"]
+__all__ = ["Readback", "ReferenceStore", "StoreOutcome", "SyncReport", "WriteBack"]
 
 
 @dataclass
@@ -35,12 +35,25 @@ class StoreOutcome:
     calls: int = 0
 
 
+@dataclass
+class Readback:
+    """Our references on each indicator read (an id OpenCTI does not know is absent), each
+    indicator's ``updated_at`` as read, and the calls it took."""
+
+    refs: dict[str, list[Attached]] = field(default_factory=dict)
+    stamps: dict[str, str] = field(default_factory=dict)
+    calls: int = 0
+
+
 class ReferenceStore(Protocol):
     """Our references on OpenCTI indicators (``OpenCTIReferences`` satisfies it)."""
 
-    def read(self, opencti_ids: Sequence[str]) -> tuple[dict[str, list[Attached]], int]:
-        """Our references on each indicator (an id OpenCTI does not know is absent) and
-        the number of calls made. Raises ``ReconcilerError`` when OpenCTI cannot answer."""
+    def read(self, opencti_ids: Sequence[str]) -> Readback:
+        """Raises ``ReconcilerError`` when OpenCTI cannot answer."""
+        ...
+
+    def stamps(self, opencti_ids: Sequence[str]) -> tuple[dict[str, str], int]:
+        """Each indicator's ``updated_at`` now, and the calls it took."""
         ...
 
     def write(self, edits: Edits) -> StoreOutcome:
@@ -83,6 +96,18 @@ class WriteBack:
         self._shown: dict[str, int] = {}
         #: Ids whose references changed in OpenCTI since (stream): to be read again.
         self._forgotten: set[str] = set()
+        #: Per OpenCTI id whose ``updated_at`` our own edit moved: (the value before any edit
+        #: of ours, the value our last edit left).
+        self._moved: dict[str, tuple[str, str]] = {}
+
+    def restamp(self, opencti_id: str, updated_at: str) -> str:
+        """The ``updated_at`` an indicator had before our own edits moved it, when ``updated_at``
+        is the value our last edit left; otherwise ``updated_at`` (someone edited it since).
+
+        A platform that moves ``updated_at`` on a reference edit would otherwise move the
+        expiry computed from it, and the write-back would rewrite Defender after every run."""
+        moved = self._moved.get(opencti_id)
+        return moved[0] if moved is not None and moved[1] == updated_at else updated_at
 
     @property
     def has_forgotten(self) -> bool:
@@ -120,16 +145,21 @@ class WriteBack:
         live_ids: Container[str],
         report: SyncReport,
     ) -> None:
-        have, calls = self.store.read(part)
+        back = self.store.read(part)
+        have = back.refs
         report.read += len(part)
-        report.calls += calls
+        report.calls += back.calls
         edits = Edits()
+        edited: set[str] = set()
         for oid in part:
             if oid not in have:  # not in OpenCTI (any more): nothing to show it on
                 self._shown[oid] = hash(statuses[oid])
                 continue
             want = self.style.render(oid, statuses[oid])
-            edits.extend(diff(oid, want, have[oid], live_ids))
+            mine = diff(oid, want, have[oid], live_ids)
+            if len(mine):
+                edited.add(oid)
+                edits.extend(mine)
         outcome = self.store.write(edits) if len(edits) else StoreOutcome()
         report.edits += len(edits)
         report.calls += outcome.calls
@@ -137,5 +167,18 @@ class WriteBack:
         for oid in part:
             if oid in have and oid not in outcome.failed:
                 self._shown[oid] = hash(statuses[oid])
+        if edited:
+            self._note_moves(sorted(edited), back.stamps, report)
         for oid, why in list(outcome.failed.items())[:3]:
             logger.warning("write-back to OpenCTI indicator {} failed: {}", oid, why)
+
+    def _note_moves(
+        self, edited: Sequence[str], before: Mapping[str, str], report: SyncReport
+    ) -> None:
+        """Remember the ``updated_at`` our edits left on ``edited`` (see ``restamp``)."""
+        after, calls = self.store.stamps(edited)
+        report.calls += calls
+        for oid in edited:
+            old, new = before.get(oid), after.get(oid)
+            if old is not None and new is not None and new != old:
+                self._moved[oid] = (self.restamp(oid, old), new)

@@ -13,6 +13,7 @@ from reconciler.writeback import (
     Attached,
     Deployment,
     Edits,
+    Readback,
     Reference,
     ReferenceStyle,
     Refusal,
@@ -106,16 +107,29 @@ class FakeStore:
         self.fail_ids: set[str] = set()
         self.down = False
         self._ids = itertools.count(1)
+        self.stamp: dict[str, str] = {}  # updated_at per indicator
+        self.bumps = False  # an edit moves updated_at, like the platform may
 
-    def read(self, opencti_ids: Sequence[str]) -> tuple[dict[str, list[Attached]], int]:
+    def read(self, opencti_ids: Sequence[str]) -> Readback:
         if self.down:
             raise SourceError("OpenCTI is down")
         self.reads.append(list(opencti_ids))
-        return {i: list(self.refs.get(i, [])) for i in opencti_ids if i != "gone"}, 1
+        known = [i for i in opencti_ids if i != "gone"]
+        return Readback(
+            {i: list(self.refs.get(i, [])) for i in known},
+            {i: self.stamp.get(i, "t0") for i in known},
+            1,
+        )
+
+    def stamps(self, opencti_ids: Sequence[str]) -> tuple[dict[str, str], int]:
+        return {i: self.stamp.get(i, "t0") for i in opencti_ids}, 1
 
     def write(self, edits: Edits) -> StoreOutcome:
         self.writes.append(edits)
         out = StoreOutcome(calls=1)
+        if self.bumps:
+            for oid, *_ in [*edits.attach, *edits.patch, *edits.detach]:
+                self.stamp[oid] = f"t{len(self.writes)}"
         for oid, ref in edits.attach:
             if oid in self.fail_ids:
                 out.failed[oid] = "refused"
@@ -191,3 +205,17 @@ def test_opencti_down_is_reported_not_raised_and_retried() -> None:
     assert report.error and report.failed == 1
     store.down = False
     assert wb.sync({"i1": DEPLOYED}, {"77"}).edits == 1
+
+
+def test_restamp_undoes_the_updated_at_our_own_edits_moved() -> None:
+    store = FakeStore()
+    store.bumps = True
+    wb = WriteBack(store, STYLE)
+    wb.sync({"i1": DEPLOYED}, {"77"})
+    assert store.stamp["i1"] == "t1"
+    assert wb.restamp("i1", "t1") == "t0"  # our edit: the value before it
+    wb.forget(["i1"])
+    wb.sync({"i1": REFUSED}, set())  # our second edit: still the value before any of ours
+    assert store.stamp["i1"] == "t2" and wb.restamp("i1", "t2") == "t0"
+    assert wb.restamp("i1", "t9") == "t9"  # someone else's edit since: as it is
+    assert wb.restamp("other", "t1") == "t1"
