@@ -7,9 +7,14 @@ Owns just enough of OpenCTI for pycti's ``OpenCTIApiClient`` and ``OpenCTIConnec
 ``Last-Event-ID`` resume, first-run recovery, visibility translation against the stream filters).
 GraphQL answers carry the top-level fields a query selects (sub-selections come whole), like
 the real server; ``toStix`` nodes carry the same STIX rendering as the stream.
+Write-back: mutation documents with many aliased root fields (partial failures answered per
+alias) for external references (``externalReferenceAdd``, ``externalReferenceEdit``,
+``stixDomainObjectEdit`` ``relationAdd``/``relationDelete``), identities (``identityAdd``) and
+sightings (``stixSightingRelationshipAdd``, ``stixSightingRelationshipEdit``, the
+``stixSightingRelationships`` listing), with their stream events.
 Built from OpenCTI's public documentation and pycti's observable behaviour, never from the
 reconciler's code: it imports nothing from the rest of ``reconciler``. Test knobs fail listing
-pages, drop stream connections and turn the stream off.
+pages and mutation root fields, drop stream connections and turn the stream off.
 
 Clock: record dates of loaded datasets come from the dataset; indicators created or changed
 through the emulator take the wall clock (like Redis stream ids), kept strictly increasing.
@@ -24,11 +29,14 @@ pycti treats a 410 on reconnect like a dead server (it kills its process), so te
 must stop their listener first.
 
 Modules: ``emulator`` (the ``OpenCTIEmulator`` facade: data methods, knobs, lifecycle),
-``graphql`` (the resolver, field selection), ``listing`` (orderings, cursors, pages),
-``stream`` (event log, SSE serving, recovery), ``store`` (records over a population, caches),
-``population`` (generated indicators), ``filters`` (FilterGroup checks and evaluation, the
-platform's semantics), ``render`` (GraphQL node, STIX object), ``server`` (HTTP routes),
-``core`` (ids, constants, workflow, ``GraphQLError``), ``cli`` (``main``).
+``graphql`` (the resolver, field selection), ``document`` (reading GraphQL documents),
+``mutations`` (mutation root fields: inputs and answers), ``writeback`` (external references,
+identities and sightings changed, with their events), ``entities`` (those objects and their
+identities), ``listing`` (orderings, cursors, pages), ``stream`` (event log, SSE serving,
+recovery), ``store`` (records over a population, caches), ``population`` (generated
+indicators), ``filters`` (FilterGroup checks and evaluation, the platform's semantics),
+``render`` (GraphQL nodes, STIX objects), ``server`` (HTTP routes), ``core`` (ids, constants,
+workflow, ``GraphQLError``), ``cli`` (``main``).
 """
 
 from reconciler.sandbox.opencti.cli import main

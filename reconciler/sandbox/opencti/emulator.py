@@ -1,9 +1,12 @@
 """``OpenCTIEmulator``: the facade of the fake OpenCTI, its data methods, knobs and lifecycle.
 
 Owns the configuration (plain attributes), the state objects shared by the other modules under
-one condition (``_cond``): the record store, the stream's event log, the listing failures, the
-connector states and the request log; starting and stopping the server. The work lives in the
-modules that own it (``store``, ``stream``, ``graphql``, ``server``).
+one condition (``_cond``): the record store (with the external references), the identities and
+sightings, the stream's event log, the listing and mutation failures, the mutation counts, the
+connector states and the request log; starting and stopping the server; the Python helpers
+tests use to read and change that state (as an analyst would in the UI: with the same events).
+The work lives in the modules that own it (``store``, ``writeback``, ``stream``, ``graphql``,
+``server``).
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from reconciler.sandbox.dataset import format_date, label_id
+from reconciler.sandbox.dataset import label_id
 from reconciler.sandbox.http import serve_in_thread, stop_serving
-from reconciler.sandbox.opencti import stream
+from reconciler.sandbox.opencti import stream, writeback
 from reconciler.sandbox.opencti.core import STATUS_BY_NAME, FilterGroup, Record
-from reconciler.sandbox.opencti.graphql import PageFailures
+from reconciler.sandbox.opencti.entities import Identities, Sightings, reference_view
+from reconciler.sandbox.opencti.graphql import MutationFailures, PageFailures
 from reconciler.sandbox.opencti.render import graphql_node, stix_object
 from reconciler.sandbox.opencti.server import Server
 from reconciler.sandbox.opencti.store import RecordStore, changed_record, new_record, normalise
@@ -45,8 +49,12 @@ class OpenCTIEmulator:
         event_log_size: int = 100_000,
         capabilities: tuple[str, ...] = ("BYPASS",),
         stream_public: bool = False,
+        reference_edits_move_updated_at: bool = True,
     ) -> None:
         self.host = host
+        #: Whether attaching or detaching an external reference moves the indicator's
+        #: ``updated_at`` and ``modified`` (undocumented: the reconciler must be right either way).
+        self.reference_edits_move_updated_at = reference_edits_move_updated_at
         #: What the token's user may do (``me { capabilities }``): a non-public stream needs
         #: TAXIIAPI ("Access data sharing"), registering a connector CONNECTORAPI; BYPASS all.
         self.capabilities = tuple(capabilities)
@@ -68,6 +76,10 @@ class OpenCTIEmulator:
         self._store = RecordStore()
         self._stream = stream.EventLog(event_log_size)
         self._page_failures = PageFailures()
+        self._mutation_failures = MutationFailures()
+        self._mutation_counts: Counter[str] = Counter()
+        self._identities = Identities()
+        self._sightings = Sightings()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -138,7 +150,7 @@ class OpenCTIEmulator:
             raise ValueError("create_indicator needs a pattern")
         with self._cond:
             key = self._stream.next_key()
-            record = new_record(fields, _key_date(key), self._rng)
+            record = new_record(fields, stream.key_date(key), self._rng)
             self._store.put(record)
             message = f"creates a Indicator `{record['name']}`"
             stream.emit(self, key, "create", None, record, message=message)
@@ -152,7 +164,7 @@ class OpenCTIEmulator:
             if before is None:
                 raise KeyError(f"no indicator {indicator_id}")
             key = self._stream.next_key()
-            after = changed_record(before, fields, _key_date(key))
+            after = changed_record(before, fields, stream.key_date(key))
             patch, reverse, message = stream.patches(before, after)
             self._store.put(after)
             stream.emit(
@@ -165,15 +177,72 @@ class OpenCTIEmulator:
         return self.update_indicator(indicator_id, revoked=True)
 
     def delete_indicator(self, indicator_id: str) -> None:
-        """Delete and emit ``delete`` carrying the last full object."""
+        """Delete and emit ``delete`` carrying the last full object (its sightings go first,
+        each with its own ``delete``; its external references stay)."""
         with self._cond:
-            removed = self._store.remove(indicator_id)
-            if removed is None:
+            if self._store.get(indicator_id) is None:
                 raise KeyError(f"no indicator {indicator_id}")
+            writeback.drop_sightings_of(self, indicator_id)
+            removed = self._store.remove(indicator_id)
+            assert removed is not None
             before, stix = removed
             key = self._stream.next_key()
             message = f"deletes a Indicator `{before['name']}`"
             stream.emit(self, key, "delete", before, None, message=message, stix_text=stix)
+
+    # --- write-back ----------------------------------------------------------------------------
+
+    def external_references(self, indicator_id: str) -> list[dict[str, Any]]:
+        """The references attached to an indicator (any of its ids), in attachment order:
+        ``{id, source_name, external_id, url, description}``; KeyError for no indicator."""
+        with self._cond:
+            record = self._store.resolve(indicator_id)
+            if record is None:
+                raise KeyError(f"no indicator {indicator_id}")
+            refs = self._store.references.by_id
+            ids = record.get("external_references") or []
+            return [reference_view(refs[i]) for i in ids if i in refs]
+
+    def all_external_references(self) -> list[dict[str, Any]]:
+        """Every external reference the platform holds, oldest first (same shape)."""
+        with self._cond:
+            return [reference_view(r) for r in self._store.references.by_id.values()]
+
+    def attach_reference(self, indicator_id: str, **fields: Any) -> dict[str, Any]:
+        """Upsert a reference from ``source_name``, ``external_id``, ``url``, ``description``
+        and attach it to an indicator, as ``externalReferenceAdd`` then ``relationAdd`` do
+        (same events); the reference. ``GraphQLError`` as the API would answer."""
+        with self._cond:
+            ref = writeback.add_reference(self, fields)
+            writeback.attach_reference(self, indicator_id, ref["id"])
+            return reference_view(self._store.references.by_id[ref["id"]])
+
+    def detach_reference(self, indicator_id: str, ref_id: str) -> bool:
+        """Detach a reference from an indicator as ``relationDelete`` does; whether it was
+        attached (not attached: no change, no event)."""
+        return writeback.detach_reference(self, indicator_id, ref_id)[1]
+
+    def identities(self) -> list[dict[str, Any]]:
+        """Identities made through ``identityAdd``, oldest first:
+        ``{id, standard_id, entity_type, name, description}``."""
+        with self._cond:
+            keys = ("id", "standard_id", "entity_type", "name", "description")
+            return [{k: i.get(k) for k in keys} for i in self._identities.by_id.values()]
+
+    def sightings(self) -> list[dict[str, Any]]:
+        """Sightings, oldest first: ``{id, standard_id, from_id, to_id, attribute_count,
+        first_seen, last_seen, description, confidence, x_opencti_negative,
+        external_references}`` (references as :meth:`external_references` shows them)."""
+        with self._cond:
+            return [writeback.sighting_view(self, s) for s in self._sightings.by_id.values()]
+
+    def mutation_count(self, field: str | None = None) -> int:
+        """Mutation root fields executed (failed ones included), of one root field name or all
+        (connector bookkeeping, ``registerConnector``/``pingConnector``, included)."""
+        with self._cond:
+            if field is None:
+                return sum(self._mutation_counts.values())
+            return self._mutation_counts[field]
 
     # --- knobs ----------------------------------------------------------------------------------
 
@@ -187,9 +256,20 @@ class OpenCTIEmulator:
         with self._cond:
             self._page_failures.fail_after(n, message)
 
+    def fail_mutations(
+        self, field_name: str, n: int, message: str = "Simulated mutation failure"
+    ) -> None:
+        """The next ``n`` executions of the mutation root field ``field_name`` (for example
+        ``externalReferenceAdd``) answer a GraphQL error (``DATABASE_ERROR``) under their alias;
+        the other root fields of the same document still run. ``n = 0`` cancels."""
+        with self._cond:
+            self._mutation_failures.fail(field_name, n, message)
+
     def clear_failures(self) -> None:
+        """Cancel pending listing and mutation failures."""
         with self._cond:
             self._page_failures.clear()
+            self._mutation_failures.clear()
 
     def disconnect_streams(self) -> None:
         """Close every open stream connection now; clients reconnect with ``Last-Event-ID``."""
@@ -237,8 +317,3 @@ class OpenCTIEmulator:
             self.requests.append(entry)
             if len(self.requests) > _REQUEST_LOG_SIZE:  # a long-running demo must not grow forever
                 del self.requests[: _REQUEST_LOG_SIZE // 2]
-
-
-def _key_date(key: tuple[int, int]) -> str:
-    """The record date of a change logged at stream id ``key`` (its wall-clock ms)."""
-    return format_date(datetime.fromtimestamp(key[0] / 1000, UTC))

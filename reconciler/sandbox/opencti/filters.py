@@ -54,6 +54,9 @@ Elasticsearch query builder):
   code ``UNSUPPORTED_ERROR`` and the keys in ``extensions.data.keys``; a filter without a key
   ``Incorrect filters format``. Groups: mode ``and``/``or`` (missing: ``and``); an empty group
   is ignored, and a group with nothing left matches everything.
+* Sighting listings (``sighting_predicate``) know ``fromId`` (the sighted indicator) and
+  ``toId`` (the identity where it was sighted), by internal or standard id, with ``eq`` and
+  ``not_eq`` (the same value rules); any other key answers ``UNSUPPORTED_ERROR``.
 """
 
 from __future__ import annotations
@@ -495,3 +498,52 @@ def group_matches(record: Record, group: FilterGroup | None) -> bool:
 def validate_group(group: FilterGroup | None) -> None:
     """Reject unknown keys, operators or modes even when there is no record to test."""
     compile_filters(group)
+
+
+# --------------------------------------------------------------------------- sightings
+
+#: Sighting filter keys → the sighting record keys holding their ids.
+SIGHTING_KEYS = {"fromId": ("from_id", "from_standard_id"), "toId": ("to_id", "to_standard_id")}
+
+
+def sighting_predicate(group: FilterGroup | None) -> Predicate:
+    """A FilterGroup over sightings (``fromId``, ``toId``) as one predicate; GraphQLError for a
+    key or operator the fake does not emulate on sightings."""
+    if not group:
+        return lambda sighting: True
+    wrong: list[str] = []
+    for flt, _ in _walk(group, "filters"):
+        wrong += [k for k in _keys_of(flt) if k not in SIGHTING_KEYS and k not in wrong]
+    if wrong:
+        raise unsupported("Filter keys not emulated on sightings by the fake", keys=wrong)
+    compiled = _sighting_group(group)
+    return compiled if compiled is not None else lambda sighting: True
+
+
+def _sighting_group(group: FilterGroup) -> Predicate | None:
+    parts: list[Predicate] = []
+    for flt in group.get("filters") or []:
+        operator = flt.get("operator") or "eq"
+        if operator not in ("eq", "not_eq"):
+            raise unsupported("Not supported filter operator", filterOperator=operator)
+        values = _normalise(STRING, list(flt.get("values") or []), strict=True)
+        test = make_test(operator, flt.get("mode") or "or", values)
+        fields = [f for key in _keys_of(flt) for f in SIGHTING_KEYS[key]]
+        parts.append(_sighting_test(fields, test))
+    for sub in group.get("filterGroups") or []:
+        compiled = _sighting_group(sub)
+        if compiled is not None:
+            parts.append(compiled)
+    if not parts:
+        return None
+    if (group.get("mode") or "and") == "and":
+        return lambda sighting: all(p(sighting) for p in parts)
+    return lambda sighting: any(p(sighting) for p in parts)
+
+
+def _sighting_test(fields: list[str], test: Test) -> Predicate:
+    def matches(sighting: Record) -> bool:
+        have = [str(sighting[f]).strip().lower() for f in fields if sighting.get(f)]
+        return test(have)
+
+    return matches

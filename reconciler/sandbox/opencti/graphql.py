@@ -1,23 +1,34 @@
-"""The GraphQL resolver of the fake OpenCTI: ``POST /graphql`` as pycti uses it.
+"""The GraphQL resolver of the fake OpenCTI: ``POST /graphql`` as pycti and the reconciler use it.
 
-Owns the root fields pycti sends (``about``, ``registerConnector``, ``pingConnector``,
-``deleteConnector``, ``streamCollection``, ``indicators``, ``indicator``, no
-operationName: the first root field decides), the ``indicators`` arguments (filters, search,
+Owns dispatching a request: a query answers its first root field (no operationName: the first
+root field decides; ``about``, ``me``, ``streamCollection``, ``indicators``, ``indicator``,
+``stixSightingRelationships``); a mutation document is read whole (``document``) and each of
+its root fields (aliases allowed, up to any number) runs in document order (``mutations``, and
+the connector bookkeeping here: ``registerConnector``, ``pingConnector``, ``deleteConnector``),
+answered under its alias; a field that fails is ``null`` under its alias with an error whose
+``path`` names it, the others still run (a document that cannot be read or names an unknown
+field fails whole, before anything runs). Also owns the listing arguments (filters, search,
 ordering, cursors: the page itself comes from ``store`` and ``listing``) and ``pageInfo``,
-top-level field selection (sub-selections come whole, like the real server) and the test knob
-that fails listing requests. Answers are JSON text; errors are HTTP 200
-``{"data": null, "errors": [...]}``. Must not evaluate filters or order rows itself.
+top-level field selection (sub-selections come whole, like the real server), the request log
+entries (``field``: the first root field; mutations add ``fields``: all of them) and the test
+knobs that fail listing requests and mutation root fields. Answers are JSON text; errors are
+HTTP 200 ``{"data": null, "errors": [...]}``. Must not evaluate filters or order rows itself.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from reconciler.sandbox.opencti import mutations
 from reconciler.sandbox.opencti.core import CREATOR_ID, PLATFORM_VERSION, GraphQLError
+from reconciler.sandbox.opencti.document import Selection, operation_of, parse
+from reconciler.sandbox.opencti.filters import sighting_predicate
 from reconciler.sandbox.opencti.listing import ORDERINGS, Listing, Sort, page
+from reconciler.sandbox.opencti.render import sighting_node
 
 if TYPE_CHECKING:
     from reconciler.sandbox.opencti.emulator import OpenCTIEmulator
@@ -55,10 +66,42 @@ class PageFailures:
         return failure
 
 
+class MutationFailures:
+    """Test knob: how many of the next executions of a mutation root field fail, and how."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[int, str]] = {}
+
+    def fail(self, field: str, n: int, message: str) -> None:
+        if n > 0:
+            self.pending[field] = (n, message)
+        else:
+            self.pending.pop(field, None)
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+    def next_execution(self, field: str) -> str | None:
+        """Count one execution of ``field``; the error message it must answer, or None."""
+        left = self.pending.get(field)
+        if left is None:
+            return None
+        n, message = left
+        if n <= 1:
+            del self.pending[field]
+        else:
+            self.pending[field] = (n - 1, message)
+        return message
+
+
 def execute(emu: OpenCTIEmulator, body: dict[str, Any], authorized: bool) -> str:
     """Answer one GraphQL request body (logged by its root field) as JSON text."""
     query = body.get("query") or ""
     variables = body.get("variables") or {}
+    if not isinstance(variables, dict):
+        variables = {}
+    if operation_of(query) == "mutation":
+        return _execute_mutation(emu, query, variables, authorized)
     match = _ROOT_FIELD.match(query)
     root = match.group(1) if match else "?"
     emu._log_request({"field": root, "variables": variables})
@@ -80,11 +123,93 @@ def execute(emu: OpenCTIEmulator, body: dict[str, Any], authorized: bool) -> str
 
 def error_json(message: str, code: str, data: dict[str, Any] | None = None) -> str:
     """The platform's error shape: ``extensions {code, data}`` and ``name`` (the code)."""
+    return json.dumps({"data": None, "errors": [error_entry(message, code, data)]})
+
+
+def error_entry(
+    message: str, code: str, data: dict[str, Any] | None = None, path: list[str] | None = None
+) -> dict[str, Any]:
+    """One entry of ``errors``; ``path`` names the field that failed."""
     extensions: dict[str, Any] = {"code": code}
     if data:
         extensions["data"] = data
-    error = {"message": message, "extensions": extensions, "name": code}
-    return json.dumps({"data": None, "errors": [error]})
+    error: dict[str, Any] = {"message": message}
+    if path is not None:
+        error["path"] = path
+    error.update(extensions=extensions, name=code)
+    return error
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def _execute_mutation(
+    emu: OpenCTIEmulator, query: str, variables: dict[str, Any], authorized: bool
+) -> str:
+    """Every root field of a mutation document in order, each answered under its alias."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        emu._log_request({"field": "?", "fields": [], "variables": variables})
+        return error_json(exc.message, exc.code, exc.data)
+    fields = [s.name for s in document.selections]
+    emu._log_request({"field": fields[0], "fields": fields, "variables": variables})
+    if not authorized:
+        return error_json("You must be logged in to do this.", "AUTH_REQUIRED")
+    try:
+        _validate(document.selections)
+    except GraphQLError as exc:
+        return error_json(exc.message, exc.code, exc.data)
+    data: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for selection in document.selections:
+        try:
+            data[selection.key] = _run_mutation(emu, selection, variables)
+        except GraphQLError as exc:
+            data[selection.key] = None
+            errors.append(error_entry(exc.message, exc.code, exc.data, [selection.key]))
+        except Exception as exc:  # a resolver bug: answered like the server, per field
+            data[selection.key] = None
+            message = f"{type(exc).__name__}: {exc}"
+            errors.append(error_entry(message, "INTERNAL_SERVER_ERROR", None, [selection.key]))
+    answer: dict[str, Any] = {"data": data}
+    if errors:
+        answer["errors"] = errors
+    return json.dumps(answer, ensure_ascii=False)
+
+
+def _validate(selections: tuple[Selection, ...]) -> None:
+    keys: set[str] = set()
+    for selection in selections:
+        if selection.name not in _MUTATIONS:
+            raise GraphQLError(
+                f'Cannot query field "{selection.name}" on type "Mutation".',
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+        if selection.key in keys:
+            raise GraphQLError(
+                f'Fields "{selection.key}" conflict because they have differing arguments. '
+                "Use different aliases on the fields to fetch both if this was intentional.",
+                "GRAPHQL_VALIDATION_FAILED",
+            )
+        keys.add(selection.key)
+        mutations.check(selection)
+
+
+def _run_mutation(emu: OpenCTIEmulator, selection: Selection, variables: dict[str, Any]) -> Any:
+    with emu._cond:
+        emu._mutation_counts[selection.name] += 1
+        failure = emu._mutation_failures.next_execution(selection.name)
+    if failure is not None:
+        raise GraphQLError(failure, "DATABASE_ERROR")
+    return _MUTATIONS[selection.name](emu, selection, variables)
+
+
+def _connector(
+    resolver: Callable[[OpenCTIEmulator, Variables, str], Any],
+) -> mutations.Resolver:
+    """A connector root field, reading its arguments as it reads a request's variables."""
+    return lambda emu, selection, variables: resolver(emu, selection.args(variables), "")
 
 
 # --------------------------------------------------------------------------- root fields
@@ -168,10 +293,60 @@ def _stream_collection(emu: OpenCTIEmulator, variables: Variables, query: str) -
 
 def _indicator(emu: OpenCTIEmulator, variables: Variables, query: str) -> Any:
     with emu._cond:
-        record = emu._store.get(str(variables.get("id")))
+        record = emu._store.resolve(str(variables.get("id")))
         if record is None:
             return None
         return json.loads(emu._store.node_json(record, selected_fields(query, "indicator")))
+
+
+def _sightings(emu: OpenCTIEmulator, variables: Variables, query: str) -> Any:
+    """``stixSightingRelationships``: filtered on ``fromId``/``toId``, in creation order."""
+    filters = variables.get("filters")
+    if isinstance(filters, str):  # tolerated: a JSON string
+        filters = json.loads(filters) if filters else None
+    matches = sighting_predicate(filters)
+    first = variables.get("first")
+    first = 500 if first is None else max(0, min(int(first), emu.max_page_size))
+    after = variables.get("after")
+    start = _sighting_seq(str(after)) if after else 0
+    fields = selected_fields(query, "node")
+    with emu._cond:
+        refs = emu._store.references.by_id
+        rows = [s for s in emu._sightings.by_id.values() if matches(s)]
+        total = len(rows)
+        earlier = sum(1 for s in rows if s["seq"] <= start)
+        rows = [s for s in rows if s["seq"] > start]
+        chosen = rows[:first]
+        edges = []
+        for sighting in chosen:
+            node = sighting_node(sighting, refs)
+            if fields is not None:
+                node = {k: v for k, v in node.items() if k in fields}
+            edges.append({"cursor": _sighting_cursor(sighting["seq"]), "node": node})
+    return {
+        "edges": edges,
+        "pageInfo": {
+            "startCursor": edges[0]["cursor"] if edges else "",
+            "endCursor": edges[-1]["cursor"] if edges else "",
+            "hasNextPage": len(rows) > first,
+            "hasPreviousPage": earlier > 0,
+            "globalCount": total,
+        },
+    }
+
+
+def _sighting_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(["sighting", seq]).encode()).decode()
+
+
+def _sighting_seq(cursor: str) -> int:
+    try:
+        kind, seq = json.loads(base64.urlsafe_b64decode(cursor.encode()).decode())
+        if kind != "sighting" or not isinstance(seq, int):
+            raise TypeError(kind)
+    except (ValueError, TypeError) as exc:
+        raise GraphQLError("Invalid cursor", "UNSUPPORTED_ERROR") from exc
+    return seq
 
 
 _RESOLVERS: dict[str, Callable[[OpenCTIEmulator, Variables, str], Any]] = {
@@ -182,6 +357,13 @@ _RESOLVERS: dict[str, Callable[[OpenCTIEmulator, Variables, str], Any]] = {
     "deleteConnector": _delete_connector,
     "streamCollection": _stream_collection,
     "indicator": _indicator,
+    "stixSightingRelationships": _sightings,
+}
+_MUTATIONS: dict[str, mutations.Resolver] = {
+    "registerConnector": _connector(_register_connector),
+    "pingConnector": _connector(_ping_connector),
+    "deleteConnector": _connector(_delete_connector),
+    **mutations.RESOLVERS,
 }
 
 

@@ -1,9 +1,13 @@
-"""Renderings of a record: the GraphQL ``Indicator`` node and the STIX 2.1 indicator.
+"""Renderings: the GraphQL ``Indicator`` node, the STIX 2.1 indicator, and the objects around
+indicators (external references, sightings) in both shapes.
 
-Owns both shapes the fake answers with: the GraphQL node (full, like pycti's default selection,
+Owns the shapes the fake answers with: the GraphQL node (full, like pycti's default selection,
 or only the top-level fields a query selected; ``status`` is the workflow status with its
-template, or null) and the STIX object of stream events and ``toStix`` (null and empty
-fields omitted, OpenCTI's extension included, the status as its ``workflow_id``). Must not
+template, or null; ``externalReferences`` the attached references as a connection) and the
+STIX object of stream events and ``toStix`` (null and empty fields omitted, OpenCTI's extension
+included, the status as its ``workflow_id``, attached references as ``external_references``);
+a sighting's GraphQL node and STIX ``sighting``. Attached references are ids on the record,
+rendered from the references mapping a caller passes (unknown ids are left out). Must not
 choose, filter or order records.
 """
 
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.sandbox.dataset import label_id
@@ -27,6 +31,9 @@ from reconciler.sandbox.opencti.core import (
     marking_id,
     uuid5,
 )
+
+#: External references by internal id, as rendering looks attached ones up (None: none).
+Refs = Mapping[str, Record] | None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -134,12 +141,65 @@ _NODE: dict[str, Callable[[Record], Any]] = {
 }
 
 
-def graphql_node(record: Record, fields: frozenset[str] | None = None) -> dict[str, Any]:
+def graphql_node(
+    record: Record, fields: frozenset[str] | None = None, references: Refs = None
+) -> dict[str, Any]:
     """The record as the GraphQL ``Indicator`` node: full (pycti's default selection), or only
-    the top-level ``fields`` a query selected (unknown ones are left out)."""
+    the top-level ``fields`` a query selected (unknown ones are left out); attached external
+    references are looked up in ``references``."""
     if fields is None:
-        return {name: make(record) for name, make in _NODE.items()}
-    return {name: make(record) for name, make in _NODE.items() if name in fields}
+        node = {name: make(record) for name, make in _NODE.items()}
+    else:
+        node = {name: make(record) for name, make in _NODE.items() if name in fields}
+    if "externalReferences" in node:
+        node["externalReferences"] = reference_edges(record, references)
+    return node
+
+
+# --------------------------------------------------------------------------- external references
+
+
+def _attached(record: Record, references: Refs) -> list[Record]:
+    ids = record.get("external_references") or []
+    if not ids or not references:
+        return []
+    return [ref for ref in (references.get(i) for i in ids) if ref is not None]
+
+
+def reference_node(ref: Record) -> dict[str, Any]:
+    """An external reference as a GraphQL ``ExternalReference`` node."""
+    return {
+        "id": ref["id"],
+        "standard_id": ref["standard_id"],
+        "entity_type": "External-Reference",
+        "source_name": ref.get("source_name"),
+        "description": ref.get("description"),
+        "url": ref.get("url"),
+        "hash": None,
+        "external_id": ref.get("external_id"),
+        "created": ref.get("created_at"),
+        "modified": ref.get("updated_at"),
+    }
+
+
+def reference_edges(record: Record, references: Refs) -> dict[str, Any]:
+    """The ``externalReferences`` connection of a record (indicator or sighting)."""
+    return {"edges": [{"node": reference_node(ref)} for ref in _attached(record, references)]}
+
+
+def stix_references(record: Record, references: Refs) -> list[dict[str, Any]]:
+    """The STIX ``external_references`` of a record (empty fields omitted)."""
+    return [
+        compact(
+            {
+                "source_name": ref.get("source_name"),
+                "description": ref.get("description"),
+                "url": ref.get("url"),
+                "external_id": ref.get("external_id"),
+            }
+        )
+        for ref in _attached(record, references)
+    ]
 
 
 def _status(record: Record) -> dict[str, Any] | None:
@@ -147,8 +207,9 @@ def _status(record: Record) -> dict[str, Any] | None:
     return status.graphql() if status else None
 
 
-def stix_object(record: Record) -> dict[str, Any]:
-    """The record as the STIX 2.1 indicator of stream events (null and empty fields omitted)."""
+def stix_object(record: Record, references: Refs = None) -> dict[str, Any]:
+    """The record as the STIX 2.1 indicator of stream events (null and empty fields omitted);
+    attached external references are looked up in ``references``."""
     author = record.get("created_by")
     labels = list(record.get("labels") or [])
     extension = compact(
@@ -191,6 +252,84 @@ def stix_object(record: Record) -> dict[str, Any]:
             "pattern_version": record.get("pattern_version"),
             "valid_from": record.get("valid_from"),
             "valid_until": record.get("valid_until"),
+            "external_references": stix_references(record, references),
+            "extensions": {STIX_EXT_OCTI: extension},
+        }
+    )
+
+
+# --------------------------------------------------------------------------- sightings
+
+
+def sighting_node(sighting: Record, references: Refs) -> dict[str, Any]:
+    """A sighting as a GraphQL ``StixSightingRelationship`` node."""
+    return {
+        "id": sighting["id"],
+        "standard_id": sighting["standard_id"],
+        "entity_type": "stix-sighting-relationship",
+        "parent_types": ["basic-relationship", "stix-relationship"],
+        "created_at": sighting["created_at"],
+        "updated_at": sighting["updated_at"],
+        "created": sighting["created"],
+        "modified": sighting["modified"],
+        "confidence": sighting.get("confidence"),
+        "description": sighting.get("description"),
+        "attribute_count": sighting["attribute_count"],
+        "first_seen": sighting["first_seen"],
+        "last_seen": sighting["last_seen"],
+        "x_opencti_negative": bool(sighting.get("negative")),
+        "createdBy": None,
+        "objectMarking": [],
+        "objectLabel": [],
+        "externalReferences": reference_edges(sighting, references),
+        "from": {
+            "id": sighting["from_id"],
+            "standard_id": sighting["from_standard_id"],
+            "entity_type": "Indicator",
+            "name": sighting.get("from_name"),
+        },
+        "to": {
+            "id": sighting["to_id"],
+            "standard_id": sighting["to_standard_id"],
+            "entity_type": sighting["to_type"],
+            "name": sighting.get("to_name"),
+        },
+    }
+
+
+def sighting_stix(sighting: Record, references: Refs) -> dict[str, Any]:
+    """A sighting as the STIX 2.1 ``sighting`` of stream events (empty fields omitted)."""
+    extension = compact(
+        {
+            "extension_type": "property-extension",
+            "id": sighting["id"],
+            "type": "stix-sighting-relationship",
+            "created_at": sighting["created_at"],
+            "updated_at": sighting["updated_at"],
+            "is_inferred": False,
+            "creator_ids": [CREATOR_ID],
+            "negative": bool(sighting.get("negative")),
+            "sighting_of_ref": sighting["from_id"],
+            "sighting_of_type": "Indicator",
+            "where_sighted_refs": [sighting["to_id"]],
+            "where_sighted_types": [sighting["to_type"]],
+        }
+    )
+    return compact(
+        {
+            "id": sighting["standard_id"],
+            "spec_version": "2.1",
+            "type": "sighting",
+            "created": sighting["created"],
+            "modified": sighting["modified"],
+            "confidence": sighting.get("confidence"),
+            "description": sighting.get("description"),
+            "first_seen": sighting["first_seen"],
+            "last_seen": sighting["last_seen"],
+            "count": sighting["attribute_count"],
+            "sighting_of_ref": sighting["from_standard_id"],
+            "where_sighted_refs": [sighting["to_standard_id"]],
+            "external_references": stix_references(sighting, references),
             "extensions": {STIX_EXT_OCTI: extension},
         }
     )

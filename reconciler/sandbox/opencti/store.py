@@ -1,13 +1,17 @@
 """The record store of the fake OpenCTI: explicit records over an optional generated population.
 
 Owns the record keys (see ``reconciler.sandbox.dataset``; ``stix_ids``, the entity's other STIX
-ids, and ``status_id``, its workflow status, are optional), new and changed records made through
-the emulator, a generated population underneath (``population``: indices overridden by a change
-or a deletion are hidden, their new version lives with the explicit records), and the caches
-that keep large listings cheap: each explicit record's rendered node (per selection) and STIX
-JSON (generated ones render on demand), each explicit listing (dropped on any change) and each
-population mask (kept: the population never changes; hidden indices are applied per request).
-Must not lock (callers hold the emulator's condition) nor know about GraphQL, HTTP or events.
+ids, ``status_id``, its workflow status, and ``external_references``, the ids of its attached
+external references in attachment order, are optional; the last is set by attachments only),
+new and changed records made through the emulator, a generated population underneath
+(``population``: indices overridden by a change or a deletion are hidden, their new version
+lives with the explicit records; generated records have no attachments), the external
+references themselves (``entities.References``) with which indicators each one is attached to,
+finding an indicator by any of its ids, and the caches that keep large listings cheap: each
+explicit record's rendered node (per selection) and STIX JSON (generated ones render on demand),
+each explicit listing (dropped on any change) and each population mask (kept: the population
+never changes; hidden indices are applied per request). Must not lock (callers hold the
+emulator's condition) nor know about GraphQL, HTTP or events.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from reconciler.sandbox.dataset import observables_from_pattern
 from reconciler.sandbox.opencti.core import STATUS_BY_NAME, STATUSES, FilterGroup, Record
+from reconciler.sandbox.opencti.entities import References
 from reconciler.sandbox.opencti.filters import compile_filters, predicate
 from reconciler.sandbox.opencti.listing import Listing, PopulationOrder, Sort, SortKey
 from reconciler.sandbox.opencti.population import Population, mask_and, mask_not
@@ -153,6 +158,10 @@ class RecordStore:
         self._listing_cache: dict[tuple[str, str, Sort], tuple[list[SortKey], list[str]]] = {}
         self._orders: dict[Sort, PopulationOrder] = {}
         self._masks: OrderedDict[tuple[str, str, Sort], _Masks] = OrderedDict()
+        self.references = References()
+        # Explicit records by attached external reference id, and by their other ids.
+        self._attached: dict[str, dict[str, None]] = {}
+        self._aliases: dict[str, str] = {}
 
     # --- records ------------------------------------------------------------------------------
 
@@ -181,6 +190,19 @@ class RecordStore:
         i = self._index(indicator_id)
         return self.population.record(i) if i is not None and self.population else None
 
+    def resolve(self, ident: str) -> Record | None:
+        """The record whose internal id, standard id or other STIX id is ``ident``."""
+        text = str(ident).strip()
+        record = self.records.get(text)
+        if record is None:
+            internal = self._aliases.get(text.lower())
+            record = self.records.get(internal) if internal else None
+        return record if record is not None else self.get(text)
+
+    def attached_to(self, ref_id: str) -> list[str]:
+        """Internal ids of the (explicit) indicators ``ref_id`` is attached to."""
+        return list(self._attached.get(ref_id, ()))
+
     def row(self, ref: str | int) -> Record:
         """The record of a listing row (an explicit id or a population index)."""
         if isinstance(ref, str):
@@ -204,12 +226,16 @@ class RecordStore:
         i = self._index(record["id"])
         if i is not None:
             self._hidden[i] = 1
+        before = self.records.get(record["id"])
+        if before is not None:
+            self._unindex(before)
         self.records[record["id"]] = record
+        self._reindex(record)
         self._invalidate(record["id"])
 
     def remove(self, indicator_id: str) -> tuple[Record, str] | None:
         """Drop a record; return it with its last STIX JSON (None when there is none)."""
-        record = self.records.pop(indicator_id, None)
+        record = self.records.get(indicator_id)
         if record is None:
             i = self._index(indicator_id)
             if i is None or self.population is None:
@@ -217,13 +243,37 @@ class RecordStore:
             self._hidden[i] = 1
             record = self.population.record(i)
         stix = self.stix_json(record)
+        if self.records.pop(indicator_id, None) is not None:
+            self._unindex(record)
         self._invalidate(indicator_id)
         return record, stix
 
-    def _invalidate(self, indicator_id: str) -> None:
+    def _reindex(self, record: Record) -> None:
+        for alias in (record["standard_id"], *(record.get("stix_ids") or [])):
+            self._aliases[str(alias).lower()] = record["id"]
+        for ref_id in record.get("external_references") or []:
+            self._attached.setdefault(ref_id, {})[record["id"]] = None
+
+    def _unindex(self, record: Record) -> None:
+        for alias in (record["standard_id"], *(record.get("stix_ids") or [])):
+            if self._aliases.get(str(alias).lower()) == record["id"]:
+                del self._aliases[str(alias).lower()]
+        for ref_id in record.get("external_references") or []:
+            holders = self._attached.get(ref_id)
+            if holders is not None:
+                holders.pop(record["id"], None)
+                if not holders:
+                    del self._attached[ref_id]
+
+    def refresh(self, indicator_id: str) -> None:
+        """Drop the renderings of a record whose attached references changed (not the record:
+        listings stay)."""
         for cache in self._node_cache.values():
             cache.pop(indicator_id, None)
         self._stix_cache.pop(indicator_id, None)
+
+    def _invalidate(self, indicator_id: str) -> None:
+        self.refresh(indicator_id)
         self._changed()
 
     def _changed(self) -> None:
@@ -242,7 +292,7 @@ class RecordStore:
             if fields is not None and "toStix" in fields:
                 node = {"toStix": self.stix_json(record)}
             else:
-                node = graphql_node(record, fields)
+                node = graphql_node(record, fields, self.references.by_id)
             text = json.dumps(node, ensure_ascii=False)
             cache[record["id"]] = text
         return text
@@ -250,7 +300,7 @@ class RecordStore:
     def stix_json(self, record: Record) -> str:
         text = self._stix_cache.get(record["id"])
         if text is None:
-            text = json.dumps(stix_object(record), ensure_ascii=False)
+            text = json.dumps(stix_object(record, self.references.by_id), ensure_ascii=False)
             if record["id"] in self.records:
                 self._stix_cache[record["id"]] = text
         return text

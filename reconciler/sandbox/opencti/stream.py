@@ -1,10 +1,13 @@
 """The live stream of the fake OpenCTI: its event log and ``GET /stream/{id}`` (SSE).
 
-Owns stream ids (wall-clock ms, strictly increasing), events logged on every change after
-visibility translation against the stream filters (an update that makes a record visible is a
-``create``, one that hides it a ``delete``), JSON patches of updates, and serving a connection:
-the ``connected`` message, first-run recovery of current records (``recover``), resume after
-``Last-Event-ID``/``from``, live events, heartbeats, ``listen-delete``, closing on demand.
+Owns stream ids (wall-clock ms, strictly increasing) and the record dates they give, events
+logged on every change after visibility translation against the stream filters (an update that
+makes a record visible is a ``create``, one that hides it a ``delete``), JSON patches of
+updates, and serving a connection: the ``connected`` message, first-run recovery of current
+records (``recover``), resume after ``Last-Event-ID``/``from``, live events, heartbeats,
+``listen-delete``, closing on demand. Objects other than indicators (sightings) are logged as
+they are: the stream filters apply to indicators, the others are delivered like dependencies
+(the fake has no ``no-dependencies`` option) and are not part of first-run recovery.
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ class EventLog:
         return self.events[bisect.bisect_right(self.keys, position) :]
 
 
+def key_date(key: StreamKey) -> str:
+    """The record date of a change logged at stream id ``key`` (its wall-clock ms)."""
+    return format_date(datetime.fromtimestamp(key[0] / 1000, UTC))
+
+
 def describe(event: Event) -> dict[str, Any]:
     """An event as tests read it: ``{id, event, data}`` with the data parsed."""
     return {"id": event.id, "event": event.event, "data": json.loads(event.payload)}
@@ -157,6 +165,29 @@ def patches(before: Record, after: Record) -> tuple[Patch, Patch, str]:
     return patch, reverse, " - ".join(messages) or "updates nothing"
 
 
+def diff(old_stix: dict[str, Any], new_stix: dict[str, Any]) -> tuple[Patch, Patch]:
+    """The JSON patch between two renderings of one STIX object, and its reverse: whole values
+    of top-level fields and of OpenCTI extension fields (``modified``/``updated_at`` left out,
+    as in :func:`patches`)."""
+    patch: Patch = []
+    reverse: Patch = []
+    sides = (
+        ("", old_stix, new_stix, {"extensions", "modified"}),
+        (
+            f"/extensions/{STIX_EXT_OCTI}",
+            old_stix.get("extensions", {}).get(STIX_EXT_OCTI, {}),
+            new_stix.get("extensions", {}).get(STIX_EXT_OCTI, {}),
+            {"updated_at"},
+        ),
+    )
+    for prefix, old, new, skip in sides:
+        for name in sorted((old.keys() | new.keys()) - skip):
+            if old.get(name) != new.get(name):
+                patch.append(_patch_op(f"{prefix}/{name}", old.get(name), new.get(name)))
+                reverse.append(_patch_op(f"{prefix}/{name}", new.get(name), old.get(name)))
+    return patch, reverse
+
+
 def _patch_op(path: str, old: Any, new: Any) -> dict[str, Any]:
     if old is None:
         return {"op": "add", "path": path, "value": new}
@@ -194,6 +225,33 @@ def emit(
         shown = after if after is not None else before
         assert shown is not None
         stix_text = emu._store.stix_json(shown)
+    _log(emu, key, event, kind, stix_text, message, context)
+
+
+def emit_object(
+    emu: OpenCTIEmulator,
+    key: StreamKey,
+    kind: str,
+    stix: dict[str, Any],
+    *,
+    message: str,
+    context: tuple[Patch, Patch] | None = None,
+) -> None:
+    """Log one change of an object other than an indicator (no visibility translation: the
+    stream filters are about indicators); call with the lock held."""
+    emu._stream.head = key
+    _log(emu, key, kind, kind, json.dumps(stix, ensure_ascii=False), message, context)
+
+
+def _log(
+    emu: OpenCTIEmulator,
+    key: StreamKey,
+    event: str,
+    kind: str,
+    stix_text: str,
+    message: str,
+    context: tuple[Patch, Patch] | None,
+) -> None:
     envelope: dict[str, Any] = {
         "version": "4",
         "type": kind,
@@ -203,7 +261,7 @@ def emit(
     }
     if event == "update" and context is not None:
         envelope["context"] = {"patch": context[0], "reverse_patch": context[1]}
-    log.append(Event(key, event, _splice(envelope, stix_text)))
+    emu._stream.append(Event(key, event, _splice(envelope, stix_text)))
     emu._cond.notify_all()
 
 
