@@ -364,7 +364,7 @@ def open_sightings(
         client_id=mdi.client_id,
         client_secret=mdi.client_secret.get_secret_value(),
         login_url=mdi.login_url,
-        scope=mdi.graph_url.rstrip("/") + "/.default",
+        scope=mdi.graph_scope,
         ca_bundle=ca,
         clock=clock,
     )

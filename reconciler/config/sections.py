@@ -251,6 +251,13 @@ class DefenderSection(_Section):
         env="MICROSOFT_DEFENDER_INTEL_GRAPH_URL",
         accepted="an http(s) URL",
     )
+    graph_scope: Url = _setting(
+        "https://graph.microsoft.com/.default",
+        "OAuth scope requested for Microsoft Graph tokens (sightings). GCC High: "
+        "https://graph.microsoft.us/.default.",
+        env="MICROSOFT_DEFENDER_INTEL_GRAPH_SCOPE",
+        accepted="an http(s) URL",
+    )
     ca_bundle: Annotated[Path, AfterValidator(_check_file)] | None = _setting(
         None,
         "PEM file of CA certificates trusted for the login and API hosts (not set = system trust).",

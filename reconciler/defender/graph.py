@@ -1,7 +1,9 @@
 """Reading the alerts our custom indicators raise, from Microsoft Graph (``alerts_v2``).
 
-``GraphAlerts.alerts(since, until)`` yields every alert created in ``[since, until)`` whose
-detection source is custom threat intelligence (``customTi``). Correct whatever the server
+``GraphAlerts.alerts(since, until)`` yields every alert last updated in ``[since, until)``
+whose detection source is custom threat intelligence (``customTi``): by update time, not
+creation, so an alert that reaches the API late is still in a later window (the caller counts
+each alert once whatever the number of windows it shows in). Correct whatever the server
 does where Microsoft documents nothing:
 
 - ``detectionSource`` in ``$filter``: sent first; refused (400) → sent no more, and the alerts
@@ -22,7 +24,7 @@ Must not match alerts to indicators (``reconciler.sightings`` does) nor write an
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,7 +43,8 @@ _ENDPOINT = "alerts"
 
 
 def _stamp(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """An OData DateTimeOffset literal, to the millisecond (UTC)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 class GraphAlerts:
@@ -73,7 +76,7 @@ class GraphAlerts:
         self._http.close()
 
     def alerts(self, since: datetime, until: datetime) -> Iterator[dict[str, Any]]:
-        """Every custom-indicator alert created in ``[since, until)`` (each once)."""
+        """Every custom-indicator alert last updated in ``[since, until)`` (each once)."""
         seen: set[str] = set()
         for alert in self._window(since, until):
             ident = alert.get("id")
@@ -119,7 +122,7 @@ class GraphAlerts:
     def _params(
         self, since: datetime, until: datetime, *, skip: int, count: bool
     ) -> dict[str, str]:
-        clause = f"createdDateTime ge {_stamp(since)} and createdDateTime lt {_stamp(until)}"
+        clause = f"lastUpdateDateTime ge {_stamp(since)} and lastUpdateDateTime lt {_stamp(until)}"
         if self.filter_on_server:
             clause += f" and detectionSource eq '{CUSTOM_TI}'"
         params = {"$filter": clause, "$top": str(self.page_size)}

@@ -34,7 +34,7 @@ class Hit:
     alert_id: str
     url: str | None
     title: str
-    created: datetime
+    updated: datetime  # lastUpdateDateTime (else createdDateTime): what windows select on
     first_seen: datetime
     last_seen: datetime
     devices: tuple[str, ...]
@@ -58,6 +58,7 @@ def read_alert(alert: Mapping[str, Any]) -> Hit | None:
     created = _when(alert, "createdDateTime")
     if not isinstance(ident, str) or not ident or created is None:
         return None
+    updated = _when(alert, "lastUpdateDateTime") or created
     first = _when(alert, "firstActivityDateTime") or created
     last = _when(alert, "lastActivityDateTime") or first
     evidence = alert.get("evidence")
@@ -76,7 +77,7 @@ def read_alert(alert: Mapping[str, Any]) -> Hit | None:
         ident,
         url if isinstance(url, str) and url else None,
         title if isinstance(title, str) else "",
-        created,
+        updated,
         min(first, last),
         max(first, last),
         tuple(devices),

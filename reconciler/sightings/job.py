@@ -4,8 +4,9 @@ sightings in OpenCTI → checkpoint moved on.
 Each alert is counted once, across restarts and replicas, by two means:
 
 - the checkpoint (``reconciler.state_path``, else memory): the end of the last window read
-  and the ids of the alerts read near it. A window starts ``overlap`` before the checkpoint
-  (alerts reach the API late) and the ids read near the end are skipped;
+  and the ids of the alerts read near it. Windows select alerts by last update; one starts
+  ``overlap`` before the checkpoint (alerts reach the API late) and the ids read near the end
+  are skipped;
 - the sightings themselves: each counted alert is linked to its sighting as an external
   reference (the alert's id and link), and the ``SightingSink`` counts only alerts not linked
   yet. A replay (a lost checkpoint, another replica, a crash between write and save) adds
@@ -194,7 +195,7 @@ class SightingsJob:
                 if hit is None:
                     continue
                 report.alerts += 1
-                if hit.created >= now - self.overlap:
+                if hit.updated >= now - self.overlap:
                     recent.add(hit.alert_id)
                 if hit.alert_id not in skip:
                     hits.append(hit)

@@ -78,6 +78,7 @@ def every_key_changed(ca_file: Path) -> dict[str, Any]:
             "passive_only": True,
             "scope": "https://api-gov.securitycenter.microsoft.us/.default",
             "graph_url": "https://graph.microsoft.us",
+            "graph_scope": "https://graph.microsoft.us/.default",
             "ca_bundle": str(ca_file),
             "ownership_tag": "opencti-prod",
             "adopt_tags": ["OpenCTI Microsoft Defender Intel", "legacy"],

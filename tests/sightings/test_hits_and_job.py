@@ -35,6 +35,7 @@ def alert(ident: str, *evidence: dict[str, Any], at: datetime = T0) -> dict[str,
         "title": "A custom indicator was matched",
         "alertWebUrl": f"https://security.microsoft.com/alerts/{ident}",
         "createdDateTime": stamp,
+        "lastUpdateDateTime": stamp,
         "detectionSource": "customTi",
         "evidence": [
             *evidence,
@@ -114,8 +115,8 @@ class Alerts:
     def alerts(self, since: datetime, until: datetime) -> Iterable[dict[str, Any]]:
         self.windows.append((since, until))
         for a in self.items:
-            created = datetime.fromisoformat(a["createdDateTime"].replace("Z", "+00:00"))
-            if since <= created < until:
+            updated = datetime.fromisoformat(a["lastUpdateDateTime"].replace("Z", "+00:00"))
+            if since <= updated < until:
                 yield a
 
 
