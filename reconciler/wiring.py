@@ -34,7 +34,7 @@ from reconciler.opencti.source import OpenCTISource
 from reconciler.opencti.writeback import OpenCTIReferences
 from reconciler.plan import PlanPolicy
 from reconciler.sightings import CheckpointStore, FileCheckpoint, MemoryCheckpoint, SightingsJob
-from reconciler.writeback import ReferenceStyle, WriteBack
+from reconciler.writeback import ReferenceStyle, WriteBack, restamp_row
 
 if TYPE_CHECKING:  # the stream modules pull in pycti's state store lazily
     from reconciler.leader import LeaseElector, LeaseOptions
@@ -263,13 +263,17 @@ def opencti_source(settings: Settings) -> OpenCTISource:
             validate_group(override, "opencti.listing_filters")
         except UnusableFilterError as exc:
             raise ConfigError(f"opencti.listing_filters (OPENCTI_LISTING_FILTERS): {exc}") from None
-    return OpenCTISource(
+    source = OpenCTISource(
         octi.url,
         octi.token.get_secret_value(),
         str(settings.connector.live_stream_id),
         ssl_verify=octi.ssl_verify,
         listing_override=override,
     )
+    # Always, write-back on or off here: any reconciler's write-back (another tenant's, an
+    # earlier run's) may have moved an indicator's updated_at, and the expiry must not follow.
+    source.row_hook = restamp_row
+    return source
 
 
 def defender_client(
@@ -411,9 +415,7 @@ def write_back(
     if not settings.reconciler.write_back or settings.reconciler.dry_run:
         return None
     style = reference_style(settings)
-    write_back = WriteBack(OpenCTIReferences(source, style.source_name, clock=clock), style)
-    source.restamp = write_back.restamp
-    return write_back
+    return WriteBack(OpenCTIReferences(source, style.source_name, clock=clock), style)
 
 
 def position_store(settings: Settings) -> PositionStore:

@@ -45,6 +45,9 @@ x_opencti_main_observable_type x_opencti_observable_values { type value hashes {
 objectLabel { id value } objectMarking { id standard_id definition }
 createdBy { ... on Identity { id standard_id name } }"""
 
+#: Read with each indicator when a row hook is set (the write-back's marks).
+_REFERENCES = "\nexternalReferences { edges { node { source_name description } } }"
+
 #: GraphQL error names that mean the token was refused.
 _REFUSED = frozenset({"AUTH_REQUIRED", "FORBIDDEN_ACCESS", "ForbiddenAccess", "AuthRequired"})
 
@@ -96,9 +99,10 @@ class OpenCTISource:
         self.ssl_verify = ssl_verify
         self._token = token
         self._api = api
-        #: ``(internal id, updated_at) -> updated_at`` applied to every row read: undoes the
-        #: ``updated_at`` moves the write-back's own edits caused (``WriteBack.restamp``).
-        self.restamp: Callable[[str, str], str] | None = None
+        #: Applied to every listing row (the write-back's ``restamp_row``: undoes the
+        #: ``updated_at`` moves its own edits caused); with it, rows carry their external
+        #: references (``source_name`` and ``description``) for it to read.
+        self.row_hook: Callable[[RawIndicator], None] | None = None
 
     def __repr__(self) -> str:
         return f"OpenCTISource(url={self.url!r}, stream_id={self.stream_id!r})"
@@ -233,7 +237,8 @@ class OpenCTISource:
                     first=self.page_size,
                     after=after,
                     withPagination=True,
-                    customAttributes=INDICATOR_ATTRIBUTES,
+                    customAttributes=INDICATOR_ATTRIBUTES
+                    + (_REFERENCES if self.row_hook is not None else ""),
                     orderBy=order_by,
                     orderMode=order_mode,
                 )
@@ -242,8 +247,9 @@ class OpenCTISource:
                     f"OpenCTI indicator listing failed on page {page_number}: {self._safe(exc)}"
                 ) from exc
             entities, pagination = _split_page(result, page_number)
-            if self.restamp is not None:
-                _restamp(entities, self.restamp)
+            if self.row_hook is not None:
+                for row in entities:
+                    self.row_hook(row)
             total = pagination.get("globalCount")
             yield Page(entities, total if isinstance(total, int) else None)
             if not pagination.get("hasNextPage"):
@@ -328,15 +334,6 @@ class OpenCTISource:
             for page in self.iter_pages(scoped_filter(base, part)):
                 found.extend(parse(row) for row in page)
         return found
-
-
-def _restamp(rows: list[RawIndicator], restamp: Callable[[str, str], str]) -> None:
-    for row in rows:
-        ident, stamp = row.get("id"), row.get("updated_at")
-        if isinstance(ident, str) and isinstance(stamp, str):
-            fixed = restamp(ident, stamp)
-            if fixed != stamp:
-                row["updated_at"] = fixed
 
 
 def _as_is(row: RawIndicator) -> RawIndicator:

@@ -22,7 +22,14 @@ from reconciler.clock import Clock
 from reconciler.errors import SourceError
 from reconciler.opencti.mutations import Mutations, Op, attach_reference
 from reconciler.opencti.source import OpenCTISource
-from reconciler.writeback import Attached, Edits, Readback, Reference, StoreOutcome
+from reconciler.writeback import (
+    Attached,
+    Edits,
+    Readback,
+    Reference,
+    StoreOutcome,
+    restamp_row,
+)
 
 __all__ = ["OpenCTIReferences"]
 
@@ -68,6 +75,9 @@ class OpenCTIReferences:
             back.refs[ident] = self._ours(node)
             if isinstance(node.get("updated_at"), str):
                 back.stamps[ident] = node["updated_at"]
+                restamp_row(node)
+                if node["updated_at"] != back.stamps[ident]:
+                    back.bases[ident] = node["updated_at"]
         return back
 
     def stamps(self, opencti_ids: Sequence[str]) -> tuple[dict[str, str], int]:
@@ -130,12 +140,15 @@ class OpenCTIReferences:
         run = self.mutations.run
         creates = [_add(self.source_name, ref, oid) for oid, ref in edits.attach]
         answers = run(creates, outcome.failed)
-        attaches = [
-            attach_reference(oid, answer["id"], oid)
+        made = [
+            (oid, str(answer["id"]))
             for (oid, _), answer in zip(edits.attach, answers, strict=True)
             if isinstance(answer, dict) and answer.get("id")
         ]
-        run(attaches, outcome.failed)
+        attached = run([attach_reference(oid, ref, oid) for oid, ref in made], outcome.failed)
+        for (oid, ref), answer in zip(made, attached, strict=True):
+            if answer is not None:
+                outcome.attached.setdefault(oid, []).append(ref)
         run([_patch(ref_id, ref, oid) for oid, ref_id, ref in edits.patch], outcome.failed)
         run([_detach(oid, ref_id) for oid, ref_id, _ in edits.detach], outcome.failed)
         deletes = [_delete(ref_id, oid) for oid, ref_id, delete in edits.detach if delete]

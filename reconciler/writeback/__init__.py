@@ -10,11 +10,16 @@ Pure: the OpenCTI calls live in ``reconciler.opencti.writeback``.
 
 from reconciler.writeback.references import (
     NOT_DEPLOYED,
+    SOURCE_NAME,
     Attached,
     Edits,
     Reference,
     ReferenceStyle,
     diff,
+    marker_of,
+    restamp_row,
+    strip_marker,
+    with_marker,
 )
 from reconciler.writeback.status import Deployment, Refusal, Status, deployment_statuses
 from reconciler.writeback.sync import (
@@ -27,6 +32,7 @@ from reconciler.writeback.sync import (
 
 __all__ = [
     "NOT_DEPLOYED",
+    "SOURCE_NAME",
     "Attached",
     "Deployment",
     "Edits",
@@ -41,4 +47,8 @@ __all__ = [
     "WriteBack",
     "deployment_statuses",
     "diff",
+    "marker_of",
+    "restamp_row",
+    "strip_marker",
+    "with_marker",
 ]

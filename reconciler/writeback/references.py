@@ -15,23 +15,37 @@ delete the reference object when nothing else can be using it). Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
+import re
+from collections.abc import Container, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 from reconciler.writeback.status import Status
 
 __all__ = [
     "NOT_DEPLOYED",
+    "SOURCE_NAME",
     "Attached",
     "Edits",
     "Reference",
     "ReferenceStyle",
     "diff",
+    "marker_of",
+    "restamp_row",
+    "strip_marker",
+    "with_marker",
 ]
+
+#: The source name of our references (plus `` (<tenant>)`` when a tenant is named).
+SOURCE_NAME = "Microsoft Defender for Endpoint"
 
 #: ``external_id`` prefix of the "not deployed" reference (followed by the OpenCTI id).
 NOT_DEPLOYED = "not-deployed:"
+
+#: The line a reference carries once our edit moved the indicator's ``updated_at`` (see
+#: ``restamp_row``): the value our edit left and the value before any edit of ours.
+_MARK = re.compile(r"\n*\(Status written at (\S+); the indicator was last updated at (\S+)\.\)$")
 
 #: Portal page of the custom indicators, by Defender indicator type.
 _PORTAL_TAB = {
@@ -69,7 +83,7 @@ class ReferenceStyle:
     """How references are written: their ``source_name``, the portal they link to, and the
     tenant (named in the text; its id in the portal link)."""
 
-    source_name: str = "Microsoft Defender for Endpoint"
+    source_name: str = SOURCE_NAME
     portal_url: str = "https://security.microsoft.com"
     tenant_id: str | None = None
     tenant_name: str | None = None
@@ -80,7 +94,10 @@ class ReferenceStyle:
         refs = [
             Reference(
                 d.defender_id,
-                self.portal_link(d.defender_id, d.indicator_type),
+                # The fragment makes the link, the reference's identity in OpenCTI, this
+                # indicator's alone (the portal ignores it): never shared, so it can be
+                # edited and deleted for this indicator without touching another.
+                f"{self.portal_link(d.defender_id, d.indicator_type)}#opencti={opencti_id}",
                 f"Deployed to {where}: {d.indicator_type} {d.value}, action {d.action}, "
                 f"expires {d.expires or 'never'}.",
             )
@@ -132,6 +149,46 @@ class Edits:
         self.detach.extend(other.detach)
 
 
+def with_marker(description: str, before: str, ours: str) -> str:
+    """``description`` with the marker: our edit left ``updated_at`` at ``ours``; it was
+    ``before`` (the last update that was not ours)."""
+    return (
+        f"{strip_marker(description)}\n\n(Status written at {ours}; the indicator was last "
+        f"updated at {before}.)"
+    )
+
+
+def marker_of(description: str | None) -> tuple[str, str] | None:
+    """(the ``updated_at`` our edit left, the one before it) when ``description`` is marked."""
+    found = _MARK.search(description or "")
+    return (found.group(1), found.group(2)) if found else None
+
+
+def strip_marker(description: str | None) -> str:
+    return _MARK.sub("", description or "")
+
+
+def restamp_row(row: MutableMapping[str, Any], family: str = SOURCE_NAME) -> None:
+    """Undo, in one listing row, the ``updated_at`` move a write-back edit made: when the row's
+    ``updated_at`` is the value a marked reference of the family (a source name starting with
+    ``family``: every tenant's reconciler, whose edits move the same ``updated_at``) says its
+    edit left, it becomes the value from before (an analyst's later edit changes
+    ``updated_at`` again, and counts). ``externalReferences`` may be a connection or a list."""
+    stamp = row.get("updated_at")
+    refs = row.get("externalReferences")
+    if not isinstance(stamp, str) or not refs:
+        return
+    items = refs.get("edges") if isinstance(refs, Mapping) else refs
+    for item in items if isinstance(items, list) else ():
+        node = item.get("node", item) if isinstance(item, Mapping) else None
+        name = node.get("source_name") if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and isinstance(name, str) and name.startswith(family):
+            mark = marker_of(node.get("description"))
+            if mark is not None and mark[0] == stamp:
+                row["updated_at"] = mark[1]
+                return
+
+
 def diff(
     opencti_id: str,
     want: Sequence[Reference],
@@ -141,10 +198,9 @@ def diff(
     """The edits that make ``have`` (our references on the indicator now) equal ``want``.
 
     A reference is matched on ``external_id``; a second one with the same ``external_id`` is
-    detached. A detached reference object is deleted too when no other indicator can be using
-    it: a "not deployed" one (named after this indicator), or one whose Defender id is not in
-    ``live_ids`` (the Defender indicator is gone). A Defender indicator holding the value of
-    several OpenCTI indicators is one reference object shared by them: it stays while live."""
+    detached. A detached reference object is deleted too when it can be ours alone: a "not
+    deployed" one (named after this indicator), or one whose link names this indicator (what
+    ``render`` writes), or, from an older form, one whose Defender id is not in ``live_ids``."""
     edits = Edits()
     wanted = {r.external_id: r for r in want}
     seen: set[str] = set()
@@ -152,11 +208,20 @@ def diff(
         target = wanted.get(ref.external_id or "")
         if target is None or (ref.external_id in seen):
             eid = ref.external_id or ""
-            owned_alone = eid.startswith(NOT_DEPLOYED) or eid not in live_ids
+            owned_alone = (
+                eid.startswith(NOT_DEPLOYED)
+                or (ref.url or "").endswith(f"#opencti={opencti_id}")
+                or eid not in live_ids
+            )
             edits.detach.append((opencti_id, ref.id, owned_alone and eid not in seen))
             continue
         seen.add(target.external_id)
-        if (ref.url or None) != target.url or (ref.description or "") != target.description:
+        if (ref.url or None) != target.url or strip_marker(ref.description) != target.description:
+            mark = _MARK.search(ref.description or "")
+            if mark is not None:  # the text changes, the marker stays
+                target = Reference(
+                    target.external_id, target.url, target.description + mark.group(0)
+                )
             edits.patch.append((opencti_id, ref.id, target))
     edits.attach.extend((opencti_id, r) for r in want if r.external_id not in seen)
     return edits

@@ -21,7 +21,14 @@ from typing import Protocol
 from loguru import logger
 
 from reconciler.errors import ReconcilerError
-from reconciler.writeback.references import Attached, Edits, ReferenceStyle, diff
+from reconciler.writeback.references import (
+    Attached,
+    Edits,
+    Reference,
+    ReferenceStyle,
+    diff,
+    with_marker,
+)
 from reconciler.writeback.status import Status
 
 __all__ = ["Readback", "ReferenceStore", "StoreOutcome", "SyncReport", "WriteBack"]
@@ -33,6 +40,8 @@ class StoreOutcome:
 
     failed: dict[str, str] = field(default_factory=dict)
     calls: int = 0
+    #: Reference ids attached, per indicator, in the order of ``Edits.attach``.
+    attached: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +51,8 @@ class Readback:
 
     refs: dict[str, list[Attached]] = field(default_factory=dict)
     stamps: dict[str, str] = field(default_factory=dict)
+    #: ``updated_at`` with the write-back's own moves undone (``restamp_row``), where it differs.
+    bases: dict[str, str] = field(default_factory=dict)
     calls: int = 0
 
 
@@ -96,18 +107,6 @@ class WriteBack:
         self._shown: dict[str, int] = {}
         #: Ids whose references changed in OpenCTI since (stream): to be read again.
         self._forgotten: set[str] = set()
-        #: Per OpenCTI id whose ``updated_at`` our own edit moved: (the value before any edit
-        #: of ours, the value our last edit left).
-        self._moved: dict[str, tuple[str, str]] = {}
-
-    def restamp(self, opencti_id: str, updated_at: str) -> str:
-        """The ``updated_at`` an indicator had before our own edits moved it, when ``updated_at``
-        is the value our last edit left; otherwise ``updated_at`` (someone edited it since).
-
-        A platform that moves ``updated_at`` on a reference edit would otherwise move the
-        expiry computed from it, and the write-back would rewrite Defender after every run."""
-        moved = self._moved.get(opencti_id)
-        return moved[0] if moved is not None and moved[1] == updated_at else updated_at
 
     @property
     def has_forgotten(self) -> bool:
@@ -150,35 +149,80 @@ class WriteBack:
         report.read += len(part)
         report.calls += back.calls
         edits = Edits()
-        edited: set[str] = set()
+        wants: dict[str, tuple[Reference, ...]] = {}
         for oid in part:
             if oid not in have:  # not in OpenCTI (any more): nothing to show it on
                 self._shown[oid] = hash(statuses[oid])
                 continue
-            want = self.style.render(oid, statuses[oid])
-            mine = diff(oid, want, have[oid], live_ids)
-            if len(mine):
-                edited.add(oid)
-                edits.extend(mine)
+            wants[oid] = self.style.render(oid, statuses[oid])
+            edits.extend(diff(oid, wants[oid], have[oid], live_ids))
         outcome = self.store.write(edits) if len(edits) else StoreOutcome()
         report.edits += len(edits)
         report.calls += outcome.calls
-        report.failed += len(outcome.failed)
         for oid in part:
             if oid in have and oid not in outcome.failed:
                 self._shown[oid] = hash(statuses[oid])
+        touched = {e[0] for e in edits.attach} | {e[0] for e in edits.patch}
+        touched |= {e[0] for e in edits.detach}
+        edited = sorted(oid for oid in touched if oid not in outcome.failed)
         if edited:
-            self._note_moves(sorted(edited), back.stamps, report)
+            self._mark_moves(edited, back, wants, edits, outcome, report)
+        report.failed += len(outcome.failed)
         for oid, why in list(outcome.failed.items())[:3]:
             logger.warning("write-back to OpenCTI indicator {} failed: {}", oid, why)
 
-    def _note_moves(
-        self, edited: Sequence[str], before: Mapping[str, str], report: SyncReport
+    def _mark_moves(
+        self,
+        edited: Sequence[str],
+        back: Readback,
+        wants: Mapping[str, tuple[Reference, ...]],
+        edits: Edits,
+        outcome: StoreOutcome,
+        report: SyncReport,
     ) -> None:
-        """Remember the ``updated_at`` our edits left on ``edited`` (see ``restamp``)."""
+        """Where our edits moved an indicator's ``updated_at`` (a platform may do so on a
+        reference edit), mark one of our references with the value they left and the value
+        before any edit of ours, so every later read undoes the move (``restamp_row``): the
+        expiry, computed from ``updated_at``, never moves because of the write-back. The mark
+        lives in OpenCTI, so it holds across restarts, replicas and one-shot runs."""
         after, calls = self.store.stamps(edited)
         report.calls += calls
+        detached = {(oid, ref) for oid, ref, _ in edits.detach}
+        marks = Edits()
         for oid in edited:
-            old, new = before.get(oid), after.get(oid)
-            if old is not None and new is not None and new != old:
-                self._moved[oid] = (self.restamp(oid, old), new)
+            old, new = back.stamps.get(oid), after.get(oid)
+            if old is None or new is None or new == old:
+                continue
+            base = back.bases.get(oid, old)  # ``old`` may itself be a write-back edit's
+            target = _still_attached(oid, back.refs.get(oid, ()), detached, edits, outcome)
+            by_id = {r.external_id: r for r in wants.get(oid, ())}
+            if target is None or target[1] not in by_id:
+                continue
+            want = by_id[target[1]]
+            marked = Reference(want.external_id, want.url, with_marker(want.description, base, new))
+            marks.patch.append((oid, target[0], marked))
+        if len(marks):
+            done = self.store.write(marks)
+            report.calls += done.calls
+            report.edits += len(marks)
+            for oid, why in done.failed.items():
+                outcome.failed.setdefault(oid, why)
+                self._shown.pop(oid, None)
+
+
+def _still_attached(
+    oid: str,
+    had: Sequence[Attached],
+    detached: set[tuple[str, str]],
+    edits: Edits,
+    outcome: StoreOutcome,
+) -> tuple[str, str] | None:
+    """(reference id, external id) of one of our references on ``oid`` after the write."""
+    for ref in had:
+        if (oid, ref.id) not in detached and ref.external_id:
+            return ref.id, ref.external_id
+    new = [r.external_id for o, r in edits.attach if o == oid]
+    ids = outcome.attached.get(oid, [])
+    if new and ids:
+        return ids[0], new[0]
+    return None

@@ -21,6 +21,10 @@ from reconciler.writeback import (
     StoreOutcome,
     WriteBack,
     diff,
+    marker_of,
+    restamp_row,
+    strip_marker,
+    with_marker,
 )
 
 STYLE = ReferenceStyle(tenant_id="tenant-1", tenant_name="contoso")
@@ -69,11 +73,11 @@ def _attached(ref: Reference, ident: str) -> Attached:
             (1, 0, [("r1", True)]),
         ),
         (
-            "gone, still live elsewhere: detach only",
+            "gone: detach, delete (its link names this indicator: ours alone)",
             Status(),
             [("r1", DEPLOYED)],
             {"77"},
-            (0, 0, [("r1", False)]),
+            (0, 0, [("r1", True)]),
         ),
         (
             "not deployed gone: detach and delete",
@@ -115,11 +119,15 @@ class FakeStore:
             raise SourceError("OpenCTI is down")
         self.reads.append(list(opencti_ids))
         known = [i for i in opencti_ids if i != "gone"]
-        return Readback(
-            {i: list(self.refs.get(i, [])) for i in known},
-            {i: self.stamp.get(i, "t0") for i in known},
-            1,
-        )
+        back = Readback(calls=1)
+        for i in known:
+            back.refs[i] = list(self.refs.get(i, []))
+            back.stamps[i] = self.stamp.get(i, "t0")
+            row = _row(self, i)
+            restamp_row(row)
+            if row["updated_at"] != back.stamps[i]:
+                back.bases[i] = str(row["updated_at"])
+        return back
 
     def stamps(self, opencti_ids: Sequence[str]) -> tuple[dict[str, str], int]:
         return {i: self.stamp.get(i, "t0") for i in opencti_ids}, 1
@@ -127,16 +135,18 @@ class FakeStore:
     def write(self, edits: Edits) -> StoreOutcome:
         self.writes.append(edits)
         out = StoreOutcome(calls=1)
-        if self.bumps:
-            for oid, *_ in [*edits.attach, *edits.patch, *edits.detach]:
+        if self.bumps:  # like a platform that moves updated_at on attach and detach
+            for oid, *_ in [*edits.attach, *edits.detach]:
                 self.stamp[oid] = f"t{len(self.writes)}"
         for oid, ref in edits.attach:
             if oid in self.fail_ids:
                 out.failed[oid] = "refused"
                 continue
+            ident = f"r{next(self._ids)}"
             self.refs.setdefault(oid, []).append(
-                Attached(f"r{next(self._ids)}", ref.external_id, ref.url, ref.description)
+                Attached(ident, ref.external_id, ref.url, ref.description)
             )
+            out.attached.setdefault(oid, []).append(ident)
         for oid, rid, ref in edits.patch:
             self.refs[oid] = [
                 Attached(rid, ref.external_id, ref.url, ref.description) if a.id == rid else a
@@ -207,15 +217,60 @@ def test_opencti_down_is_reported_not_raised_and_retried() -> None:
     assert wb.sync({"i1": DEPLOYED}, {"77"}).edits == 1
 
 
-def test_restamp_undoes_the_updated_at_our_own_edits_moved() -> None:
+def _row(store: FakeStore, oid: str) -> dict[str, object]:
+    """The listing row the reconciler reads for ``oid`` (pycti flattens the connection)."""
+    refs = [
+        {"source_name": STYLE.source_name, "description": a.description}
+        for a in store.refs.get(oid, [])
+    ]
+    return {"id": oid, "updated_at": store.stamp.get(oid, "t0"), "externalReferences": refs}
+
+
+def test_a_move_of_updated_at_by_our_edit_is_marked_and_undone_at_read() -> None:
     store = FakeStore()
     store.bumps = True
     wb = WriteBack(store, STYLE)
     wb.sync({"i1": DEPLOYED}, {"77"})
     assert store.stamp["i1"] == "t1"
-    assert wb.restamp("i1", "t1") == "t0"  # our edit: the value before it
+    row = _row(store, "i1")
+    restamp_row(row, STYLE.source_name)
+    assert row["updated_at"] == "t0"  # our edit: the value before it
+    assert marker_of(store.refs["i1"][0].description) == ("t1", "t0")
+
+    wb.forget(["i1"])  # a status change: detach + attach move it again
+    wb.sync({"i1": REFUSED}, set())
+    row = _row(store, "i1")
+    restamp_row(row, STYLE.source_name)
+    assert row["updated_at"] == "t0"  # still the value before any edit of ours
+
+    store.stamp["i1"] = "t9"  # an analyst's edit since: counts
+    row = _row(store, "i1")
+    restamp_row(row, STYLE.source_name)
+    assert row["updated_at"] == "t9"
+
+
+def test_the_mark_survives_a_text_patch_and_does_not_count_as_a_difference() -> None:
+    store = FakeStore()
+    store.bumps = True
+    wb = WriteBack(store, STYLE)
+    wb.sync({"i1": DEPLOYED}, {"77"})
+    writes = len(store.writes)
     wb.forget(["i1"])
-    wb.sync({"i1": REFUSED}, set())  # our second edit: still the value before any of ours
-    assert store.stamp["i1"] == "t2" and wb.restamp("i1", "t2") == "t0"
-    assert wb.restamp("i1", "t9") == "t9"  # someone else's edit since: as it is
-    assert wb.restamp("other", "t1") == "t1"
+    assert wb.sync({"i1": DEPLOYED}, {"77"}).edits == 0  # the marker is no difference
+    wb.forget(["i1"])
+    wb.sync({"i1": AUDIT}, {"77"})  # a patch: no move, the marker is kept
+    assert len(store.writes) == writes + 1
+    assert marker_of(store.refs["i1"][0].description) == ("t1", "t0")
+    assert "action Audit" in strip_marker(store.refs["i1"][0].description)
+
+
+def test_another_source_name_is_never_read_as_ours() -> None:
+    row = {
+        "id": "i1",
+        "updated_at": "t1",
+        "externalReferences": [
+            {"source_name": "someone", "description": with_marker("x", "t0", "t1")}
+        ],
+    }
+    restamp_row(row, STYLE.source_name)
+    assert row["updated_at"] == "t1"
