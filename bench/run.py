@@ -101,13 +101,55 @@ def _setup_synced(ctl: Control, tmp: Path, desired: int) -> Path:
 # -- scenarios -------------------------------------------------------------------------------
 
 
+def _opencti_cost(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """OpenCTI calls between two ``/opencti_counts``: GraphQL documents in all, of them the
+    write-back's and sightings' batches (``Batch`` mutation documents) and mutations run."""
+    requests = {
+        k: v - before["requests"].get(k, 0)
+        for k, v in after["requests"].items()
+        if v - before["requests"].get(k, 0)
+    }
+    writes = sum(
+        n
+        for field, n in requests.items()
+        if field
+        in (
+            "externalReferenceAdd",
+            "stixDomainObjectEdit",
+            "externalReferenceEdit",
+            "identityAdd",
+            "stixSightingRelationshipAdd",
+            "stixSightingRelationshipEdit",
+        )
+    )
+    return {
+        "graphql_calls": sum(requests.values()),
+        "write_documents": writes,
+        "mutations": after["mutations"] - before["mutations"],
+    }
+
+
 def cold_sync(ctl: Control, tmp: Path) -> dict[str, Any]:
     info = ctl.call("/setup", records=RECORDS_FOR[15_000], seed=SEED)
     config = write_config(tmp / "config-cold.yml", info)
+    octi_before = ctl.call("/opencti_counts")
     run, calls = _apply(ctl, config)
+    octi_after = ctl.call("/opencti_counts")
     rows = ctl.call("/counts")["rows"]
+    # The write-back of the cold sync shows in its log line; a second apply: nothing to write.
+    second, second_calls = _apply(ctl, config)
+    octi_second = ctl.call("/opencti_counts")
     quota = _desired(ctl, config)
     return {
+        "write_back": {
+            "opencti": _opencti_cost(octi_before, octi_after),
+            "summary": _write_back_line(run.stderr),
+            "second_apply": {
+                "wall_s": second.wall,
+                "opencti": _opencti_cost(octi_after, octi_second),
+                "defender_write_calls": writes(second_calls),
+            },
+        },
         "desired": quota["desired"],
         "created": rows,
         "wall_s": run.wall,
@@ -120,6 +162,11 @@ def cold_sync(ctl: Control, tmp: Path) -> dict[str, Any]:
         "config": str(config),
         "quota": quota,
     }
+
+
+def _write_back_line(log: str) -> str:
+    lines = [line for line in log.splitlines() if "write-back:" in line]
+    return lines[-1].split("write-back:", 1)[1].strip() if lines else ""
 
 
 def noop(ctl: Control, config: Path, runs: int = 3) -> dict[str, Any]:
@@ -186,6 +233,7 @@ def _service_config(
         http_port=port,
         interval_seconds=interval,
         state_path=str(tmp / f"{name}-stream-state.json"),
+        sightings_interval_seconds=10,
     )
     return config, port
 
@@ -258,7 +306,9 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
         total = _metric(text, "reconciler_reconcile_duration_seconds_sum", trigger="schedule")
         ok = _metric(text, "reconciler_reconcile_runs_total", trigger="schedule", result="success")
         calls = api_calls(ctl.call("/counts"))
+        sightings = _sightings(ctl, metrics_url)
     return {
+        "sightings": sightings,
         "runs": int(count),
         "successful_runs": int(ok),
         "wall_s_per_run": total / count,
@@ -266,6 +316,31 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
         "peak_rss_mb": peak,
         "calls": calls,
         "write_calls": writes(calls),
+    }
+
+
+def _sightings(ctl: Control, metrics_url: str) -> dict[str, Any]:
+    """50 alerts on 20 of the 15,000 deployed indicators, read by the running service's next
+    sightings pass: seconds until the 20 sightings are written, OpenCTI and Graph calls."""
+    before = ctl.call("/opencti_counts")
+    graph_before = ctl.call("/counts")["calls"].get("alerts", 0)
+    expected = ctl.call("/hits", n=50, indicators=20)["expected"]
+    start = time.perf_counter()
+
+    def written() -> float:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            return _metric(response.read().decode(), "reconciler_sightings_written_total")
+
+    _wait(lambda: written() >= len(expected), 60, "the sightings", every=0.25)
+    seconds = time.perf_counter() - start
+    after = ctl.call("/opencti_counts")
+    return {
+        "alerts": 50,
+        "indicators": len(expected),
+        "seconds_until_written": seconds,
+        "exact": after["sightings"] == expected,
+        "opencti": _opencti_cost(before, after),
+        "graph_calls": ctl.call("/counts")["calls"].get("alerts", 0) - graph_before,
     }
 
 
@@ -448,6 +523,8 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
         results["stream_burst"],
     )
     strict = results["stream_burst_strict_odata"]
+    wb = cold["write_back"]
+    sights = svc["sightings"]
     floor_ = results["floor_15k"]
     bigs = [results[f"big_{n}"] for n in (100_000, 1_000_000)]
     svc_ratio = svc["wall_s_per_run"] / floor_["wall_s"]
@@ -469,6 +546,22 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
         ),
         ("cold sync: calls", _calls(cold["calls"]), "", None),
         ("cold sync: write calls", str(cold["write_calls"]), "<= 32", cold["write_calls"] <= 32),
+        (
+            "cold sync: write-back to OpenCTI",
+            f"{wb['opencti']['graphql_calls']:,} calls ({wb['opencti']['write_documents']:,} "
+            f"batches, {wb['opencti']['mutations']:,} mutations); {wb['summary']}",
+            "bounded",
+            wb["opencti"]["graphql_calls"] <= 2_000,
+        ),
+        (
+            "second apply: OpenCTI mutations / Defender writes",
+            f"{wb['second_apply']['opencti']['mutations']} / "
+            f"{wb['second_apply']['defender_write_calls']} "
+            f"({_fmt(wb['second_apply']['wall_s'], 's')})",
+            "0 / 0",
+            wb["second_apply"]["opencti"]["mutations"] == 0
+            and wb["second_apply"]["defender_write_calls"] == 0,
+        ),
         (
             "no-op 15k, service: wall per run",
             _fmt(svc["wall_s_per_run"], "s"),
@@ -509,6 +602,14 @@ def table(results: dict[str, Any]) -> tuple[str, bool]:
             _calls(noop_["calls"]),
             "writes = 0",
             noop_["write_calls"] == 0,
+        ),
+        (
+            "sightings: 50 alerts on 20 of 15,000, until written",
+            _fmt(sights["seconds_until_written"], "s")
+            + f"; {sights['opencti']['graphql_calls']} OpenCTI calls, "
+            f"{sights['graph_calls']} Graph calls",
+            "20 exact sightings",
+            sights["exact"] and sights["indicators"] == 20,
         ),
         (
             "drift 1%: edits / deletes",

@@ -100,6 +100,7 @@ class Sandbox:
                 "login_url": emu.login_url,
                 "base_url": emu.url,
                 "ca_bundle": emu.ca_file,
+                "graph_url": emu.graph_url,
             },
         }
 
@@ -115,6 +116,29 @@ class Sandbox:
         with self.defender._lock:
             rows = len(self.defender._store.rows)
         return {"calls": dict(self.defender.counts()), "rows": rows}
+
+    def opencti_counts(self) -> dict[str, Any]:
+        """OpenCTI GraphQL requests by root field, and mutation root fields executed (the
+        write-back's and the sightings' cost), since the tenant was set up."""
+        assert self.opencti is not None, "setup first"
+        return {
+            "requests": dict(self.opencti.counts()),
+            "mutations": self.opencti.mutation_count(),
+            "sightings": {s["from_id"]: s["attribute_count"] for s in self.opencti.sightings()},
+        }
+
+    def hits(self, n: int, indicators: int) -> dict[str, Any]:
+        """``n`` alerts in Defender on ``indicators`` of our deployed values (round robin):
+        what each OpenCTI indicator's sighting should count."""
+        with self.defender._lock:
+            rows = [r for r in self.defender._store.rows.values() if r.get("externalId")]
+        rows = sorted(rows, key=lambda r: int(r["id"]))[:indicators]
+        expected: dict[str, int] = {}
+        for i in range(n):
+            row = rows[i % len(rows)]
+            self.defender.raise_hit(row["indicatorType"], row["indicatorValue"], device=f"PC-{i}")
+            expected[row["externalId"]] = expected.get(row["externalId"], 0) + 1
+        return {"expected": expected}
 
     def odata(self, mode: str) -> dict[str, Any]:
         """The emulator's OData strictness: ``lenient`` or ``strict`` (no ``or``, at most 100
@@ -181,6 +205,8 @@ def _handler(sandbox: Sandbox, stop: threading.Event) -> type[BaseHTTPRequestHan
         "/deployed_ids": lambda a: sandbox.deployed_ids(),
         "/odata": lambda a: sandbox.odata(str(a["mode"])),
         "/refused_reads": lambda a: sandbox.refused_reads(),
+        "/opencti_counts": lambda a: sandbox.opencti_counts(),
+        "/hits": lambda a: sandbox.hits(int(a["n"]), int(a["indicators"])),
     }
 
     class Handler(BaseHTTPRequestHandler):

@@ -3,7 +3,9 @@
 Starts both emulators (Defender API over TLS, fake OpenCTI with generated indicators), then:
 plan → apply → plan (no changes) → a simulated portal edit, a portal delete, a stray owned
 indicator, a SOC-made indicator with a desired value, and an OpenCTI revocation → plan showing
-exactly that drift → apply → plan (no changes). Nothing leaves 127.0.0.1.
+exactly that drift → apply → plan (no changes) → the deployment status written back on the
+OpenCTI indicators → a hit on an emulated endpoint becoming an OpenCTI sighting. Nothing leaves
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def demo_settings(defender: DefenderEmulator, opencti: OpenCTIEmulator, **extra:
         "microsoft_defender_intel.login_url": defender.login_url,
         "microsoft_defender_intel.base_url": defender.url,
         "microsoft_defender_intel.ca_bundle": defender.ca_file,
+        "microsoft_defender_intel.graph_url": defender.graph_url,
         **extra,
     }
     return load_settings(None, env={}, overrides=overrides)
@@ -69,7 +72,7 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
     from reconciler.sandbox.dataset import generate_indicators
     from reconciler.sandbox.defender import DefenderEmulator
     from reconciler.sandbox.opencti import OpenCTIEmulator
-    from reconciler.wiring import open_engine
+    from reconciler.wiring import open_engine, open_sightings
 
     clock = SystemClock()
     configure_logging("warning", "text")
@@ -122,12 +125,77 @@ def run_demo(*, count: int = 300, seed: int = 7, color: bool = False, out: IO[st
             ok &= plan.is_empty
             soc_now = defender.get(soc["id"])
             ok &= soc_now is not None and soc_now.get("lastUpdatedBy") is None
+
+            _heading(out, "8. back in OpenCTI: each indicator shows its deployment", color)
+            outcome = engine.reconcile_full()
+            report_wb = outcome.write_back
+            out.write((report_wb.summary() if report_wb else "write-back off") + "\n")
+            ok &= _show_statuses(defender, opencti, out)
+
+            _heading(out, "9. a hit on an endpoint becomes a sighting in OpenCTI", color)
+            with open_sightings(settings, engine, clock=clock) as job:
+                ok &= job is not None and _show_sighting(defender, opencti, job, out)
         out.write(
             "\nDemo finished: "
             + ("every step behaved as expected.\n" if ok else "SOMETHING WENT WRONG.\n")
         )
         out.flush()
         return 0 if ok else 1
+
+
+def _show_statuses(defender: DefenderEmulator, opencti: OpenCTIEmulator, out: IO[str]) -> bool:
+    """Step 8: the references of one deployed and one not-deployed indicator."""
+    from reconciler.writeback import NOT_DEPLOYED, SOURCE_NAME, strip_marker
+
+    owned = sorted(
+        (r for r in defender.indicators() if r.get("application") == "opencti"),
+        key=lambda r: int(r["id"]),
+    )
+    shown = 0
+    examples = [str(owned[0]["externalId"])] if owned else []
+    for record in opencti.indicators():
+        refs = opencti.external_references(record["id"])
+        if any(r["external_id"].startswith(NOT_DEPLOYED) for r in refs):
+            examples.append(record["id"])
+            break
+    for oid in examples:
+        found = opencti.indicator(oid)
+        out.write(f"OpenCTI indicator {found['name'] if found else oid!r}:\n")
+        for ref in opencti.external_references(oid):
+            if ref["source_name"].startswith(SOURCE_NAME):
+                shown += 1
+                out.write(f"  external reference: {ref['source_name']} · {ref['external_id']}\n")
+                if ref.get("url"):
+                    out.write(f"    {ref['url']}\n")
+                out.write(f"    {strip_marker(ref['description'])}\n")
+    return shown >= 2
+
+
+def _show_sighting(
+    defender: DefenderEmulator, opencti: OpenCTIEmulator, job: Any, out: IO[str]
+) -> bool:
+    """Step 9: a device matches one of our indicators; the next pass records a sighting."""
+    row = next(r for r in defender.indicators() if r.get("application") == "opencti")
+    alert = defender.raise_hit(row["indicatorType"], row["indicatorValue"], device="wks-042")
+    out.write(
+        f"Defender alert {alert['id']}: device wks-042 matched {row['indicatorType']} "
+        f"{row['indicatorValue']}\n"
+    )
+    report = job.run()
+    out.write(
+        f"sightings pass: {report.alerts} alert(s) read, {report.hits} hit(s) of our "
+        f"indicators, {report.sightings} sighting(s) written\n"
+    )
+    found = [s for s in opencti.sightings() if s["from_id"] == row["externalId"]]
+    for sighting in found:
+        where = next((i["name"] for i in opencti.identities() if i["id"] == sighting["to_id"]), "?")
+        out.write(
+            f"OpenCTI sighting of {row['externalId']}: count {sighting['attribute_count']}, "
+            f"seen by {where!r} from {sighting['first_seen']} to {sighting['last_seen']}\n"
+        )
+        for ref in sighting["external_references"]:
+            out.write(f"  alert link: {ref.get('url')}\n")
+    return len(found) == 1 and found[0]["attribute_count"] == 1
 
 
 def _make_drift(defender: DefenderEmulator, opencti: OpenCTIEmulator, out: IO[str]) -> RawIndicator:
