@@ -40,3 +40,10 @@ def test_demo_tells_the_whole_story_in_under_a_minute() -> None:
     assert drift == (1, 1, 1, 2, 1)
     assert "never touched" in run.stdout
     assert run.stdout.rstrip().endswith("every step behaved as expected.")
+    # Back in OpenCTI: a deployed indicator's Defender id and link, a not-deployed one's reason.
+    assert "external reference: Microsoft Defender for Endpoint · " in run.stdout
+    assert (
+        "custom_ti_indicators/" in run.stdout and "Not deployed to Microsoft Defender" in run.stdout
+    )
+    # A hit on an emulated endpoint became a sighting.
+    assert re.search(r"OpenCTI sighting of \S+: count 1, seen by 'Microsoft Defender", run.stdout)
