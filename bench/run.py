@@ -143,7 +143,7 @@ def cold_sync(ctl: Control, tmp: Path) -> dict[str, Any]:
     return {
         "write_back": {
             "opencti": _opencti_cost(octi_before, octi_after),
-            "summary": _write_back_line(run.stderr),
+            "summary": _write_back_line(run.stdout),
             "second_apply": {
                 "wall_s": second.wall,
                 "opencti": _opencti_cost(octi_after, octi_second),
@@ -165,8 +165,8 @@ def cold_sync(ctl: Control, tmp: Path) -> dict[str, Any]:
 
 
 def _write_back_line(log: str) -> str:
-    lines = [line for line in log.splitlines() if "write-back:" in line]
-    return lines[-1].split("write-back:", 1)[1].strip() if lines else ""
+    lines = [line for line in log.splitlines() if line.lower().startswith("write-back:")]
+    return lines[-1].split(":", 1)[1].strip() if lines else ""
 
 
 def noop(ctl: Control, config: Path, runs: int = 3) -> dict[str, Any]:

@@ -60,6 +60,8 @@ def run_checks(config: Path | None, *, out: IO[str]) -> int:
         _check_opencti(settings, out),
         _check_defender(settings, out),
     ]
+    if settings.reconciler.sightings and not settings.reconciler.dry_run:
+        results.append(_check_graph(settings, out))
     return 0 if all(results) else 1
 
 
@@ -219,6 +221,32 @@ def _check_write_role(roles: tuple[str, ...] | None, out: IO[str]) -> bool:
     )
     _line(out, False, what, f"the token carries {shown}, not {WRITE_ROLE}", hint)
     return False
+
+
+def _check_graph(settings: Settings, out: IO[str]) -> bool:
+    """Sightings read alerts from Microsoft Graph: one listing of the last minute."""
+    from datetime import UTC, datetime, timedelta
+
+    from reconciler.wiring import graph_alerts
+
+    mdi = settings.microsoft_defender_intel
+    alerts = graph_alerts(settings)
+    try:
+
+        def listing() -> str:
+            now = datetime.now(UTC)
+            n = sum(1 for _ in alerts.alerts(now - timedelta(minutes=1), now))
+            return f"GET {mdi.graph_url}/v1.0/security/alerts_v2 allowed ({n} alerts last minute)"
+
+        ok, detail = _attempt(listing)
+        hint = (
+            "grant the Microsoft Graph application permission SecurityAlert.Read.All with "
+            "admin consent, or set reconciler.sightings: false"
+        )
+        _line(out, ok, "Graph alerts permission (sightings)", detail, hint)
+        return ok
+    finally:
+        alerts.close()
 
 
 def _note(out: IO[str], what: str, detail: str, hint: str = "") -> None:

@@ -225,6 +225,7 @@ def apply(
             if output is not Output.json:
                 sys.stdout.write(_render(the_plan, output, color=_use_color(no_color)))
             result = engine.apply(the_plan, allow_mass_delete=allow_mass_delete)
+            write_back = engine.write_back_for(the_plan, result)
         if output is Output.json:
             doc = json.loads(_render(the_plan, Output.json, color=False))
             doc["apply"] = {
@@ -243,6 +244,15 @@ def apply(
                 "dry_run": result.dry_run,
                 "aborted": result.aborted,
             }
+            if write_back is not None:
+                doc["write_back"] = {
+                    "statuses": write_back.checked,
+                    "changed": write_back.changed,
+                    "edits": write_back.edits,
+                    "opencti_calls": write_back.calls,
+                    "failed": write_back.failed,
+                    "error": write_back.error,
+                }
             sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         else:
             sys.stdout.write("\n" + result.summary() + "\n")
@@ -250,6 +260,9 @@ def apply(
                 sys.stdout.write(f"  ! {f.change.kind.value} {f.change.key}: {f.reason}\n")
             if len(result.failures) > 50:
                 sys.stdout.write(f"  ... {len(result.failures) - 50} more failures\n")
+            if write_back is not None:
+                text = write_back.summary()
+                sys.stdout.write(text[:1].upper() + text[1:] + "\n")
         sys.stdout.flush()
         if result.failures or result.aborted:
             return EXIT_ERROR

@@ -303,6 +303,7 @@ def serve_sandbox(
                 "login_url": defender.login_url,
                 "base_url": defender.url,
                 "ca_bundle": defender.ca_file,
+                "graph_url": defender.graph_url,
             },
             "reconciler": {"interval_seconds": 60, "http_port": 9095},
         }

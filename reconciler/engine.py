@@ -270,6 +270,7 @@ class Engine:
         self.last_read: ReadStats | None = None
         self._owned_memo: OwnedMemo = {}
         self._last_plan: tuple[_PlanInputs, Plan] | None = None
+        self._last_full: tuple[Plan, DesiredState, ActualState] | None = None
         self.write_back = write_back
         #: Our Defender indicators as of the last full read, and the keys written since (with
         #: their OpenCTI ids): what a Defender alert may be a hit of (``owned_keys``).
@@ -373,8 +374,18 @@ class Engine:
     ) -> Plan:
         """A full plan: everything the stream's filters select vs everything we own.
         ``progress`` gets a short text at each step (the CLI shows it as a spinner)."""
-        plan, _, _ = self._plan_full(allow_mass_delete, progress)
+        plan, desired, actual = self._plan_full(allow_mass_delete, progress)
+        self._last_full = (plan, desired, actual)
         return plan
+
+    def write_back_for(self, plan: Plan, result: ApplyResult | None) -> SyncReport | None:
+        """The write-back after ``apply`` of a plan made by ``plan()`` in this process (the
+        one-shot ``reconciler apply``); ``None`` for any other plan (a saved one: what OpenCTI
+        held when it was made is not known here) or with the write-back off."""
+        last = self._last_full
+        if last is None or last[0] is not plan:
+            return None
+        return self._write_back(plan, last[1], last[2], result)
 
     def _plan_full(
         self, allow_mass_delete: bool, progress: Callable[[str], None] | None

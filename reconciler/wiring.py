@@ -45,6 +45,7 @@ __all__ = [
     "configure_logs",
     "controller_options",
     "defender_client",
+    "graph_alerts",
     "lease_elector",
     "lease_options",
     "mapping_policy",
@@ -356,23 +357,11 @@ def open_sightings(
     """The sightings job (``None`` when ``reconciler.sightings`` is off or in dry-run mode):
     Graph alerts read with a token of the same app registration for ``graph_url``, written
     through the engine's OpenCTI client; its checkpoint next to ``state_path`` when set."""
-    rec, mdi = settings.reconciler, settings.microsoft_defender_intel
+    rec = settings.reconciler
     if not rec.sightings or rec.dry_run or not isinstance(engine.source, OpenCTISource):
         yield None
         return
-    _required(settings, *(f"microsoft_defender_intel.{k}" for k in ("tenant_id", "client_id")))
-    assert mdi.tenant_id and mdi.client_id and mdi.client_secret
-    ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
-    provider = TokenProvider(
-        tenant_id=mdi.tenant_id,
-        client_id=mdi.client_id,
-        client_secret=mdi.client_secret.get_secret_value(),
-        login_url=mdi.login_url,
-        scope=mdi.graph_scope,
-        ca_bundle=ca,
-        clock=clock,
-    )
-    alerts = GraphAlerts(mdi.graph_url, BearerAuth(provider), verify=ca or True, clock=clock)
+    alerts = graph_alerts(settings, clock=clock)
     style = reference_style(settings)
     checkpoint: CheckpointStore = (
         FileCheckpoint(rec.state_path.with_name(rec.state_path.stem + ".sightings.json"))
@@ -389,6 +378,25 @@ def open_sightings(
         )
     finally:
         alerts.close()
+
+
+def graph_alerts(settings: Settings, *, clock: Clock | None = None) -> GraphAlerts:
+    """The Graph alerts reader: a token of the same app registration for ``graph_scope``."""
+    mdi = settings.microsoft_defender_intel
+    prefix = "microsoft_defender_intel."
+    _required(settings, *(prefix + k for k in ("tenant_id", "client_id", "client_secret")))
+    assert mdi.tenant_id and mdi.client_id and mdi.client_secret  # checked just above
+    ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
+    provider = TokenProvider(
+        tenant_id=mdi.tenant_id,
+        client_id=mdi.client_id,
+        client_secret=mdi.client_secret.get_secret_value(),
+        login_url=mdi.login_url,
+        scope=mdi.graph_scope,
+        ca_bundle=ca,
+        clock=clock,
+    )
+    return GraphAlerts(mdi.graph_url, BearerAuth(provider), verify=ca or True, clock=clock)
 
 
 def sightings_interval(settings: Settings) -> float:

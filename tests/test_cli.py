@@ -66,7 +66,8 @@ def test_check_reports_each_step(tmp_path: Path) -> None:
         cfg = write_config(tmp_path / "c.yml", defender, opencti)
         code, out, _ = run("check", "--config", str(cfg))
         assert code == 0, out
-        assert out.count("[ ok ]") == 7
+        assert out.count("[ ok ]") == 8
+        assert "[ ok ] Graph alerts permission (sightings): GET " in out
         assert "[ ok ] OpenCTI live stream access: the token may read it" in out
         assert "[ ok ] Stream position storage: in OpenCTI's connector state" in out
         assert "[ ok ] Defender write permission: the token carries Ti.ReadWrite.All" in out
@@ -169,3 +170,17 @@ def test_sandbox_defender_help_passes_through() -> None:
     )
     assert res.returncode == 0
     assert "--port" in res.stdout
+
+
+def test_check_names_the_graph_permission_sightings_need(tmp_path: Path) -> None:
+    with DefenderEmulator(graph_roles=()) as defender, OpenCTIEmulator() as opencti:
+        cfg = write_config(tmp_path / "c.yml", defender, opencti)
+        code, out, _ = run("check", "--config", str(cfg))
+        assert code == 1, out
+        assert "[fail] Graph alerts permission (sightings)" in out
+        assert (
+            "hint: grant the Microsoft Graph application permission SecurityAlert.Read.All" in out
+        )
+        off = write_config(tmp_path / "off.yml", defender, opencti, reconciler__sightings=False)
+        code, out, _ = run("check", "--config", str(off))
+        assert code == 0 and "Graph" not in out, out

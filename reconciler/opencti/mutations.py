@@ -45,8 +45,8 @@ class Mutations:
         self,
         source: OpenCTISource,
         *,
-        batch: int = 50,
-        calls_per_minute: int = 600,
+        batch: int = 100,
+        calls_per_minute: int = 1200,
         clock: Clock | None = None,
     ) -> None:
         self.source = source

@@ -60,8 +60,8 @@ class OpenCTISightings:
         identity_name: str,
         *,
         reference_source: str = "Microsoft Defender for Endpoint alert",
-        batch: int = 50,
-        calls_per_minute: int = 600,
+        batch: int = 100,
+        calls_per_minute: int = 1200,
         clock: Clock | None = None,
     ) -> None:
         self.source = source

@@ -57,8 +57,8 @@ class OpenCTIReferences:
         source: OpenCTISource,
         source_name: str,
         *,
-        batch: int = 50,
-        calls_per_minute: int = 600,
+        batch: int = 100,
+        calls_per_minute: int = 1200,
         clock: Clock | None = None,
     ) -> None:
         self.source = source

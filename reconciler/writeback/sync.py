@@ -188,13 +188,16 @@ class WriteBack:
         after, calls = self.store.stamps(edited)
         report.calls += calls
         detached = {(oid, ref) for oid, ref, _ in edits.detach}
+        first_new: dict[str, str] = {}
+        for oid, ref in edits.attach:
+            first_new.setdefault(oid, ref.external_id)
         marks = Edits()
         for oid in edited:
             old, new = back.stamps.get(oid), after.get(oid)
             if old is None or new is None or new == old:
                 continue
             base = back.bases.get(oid, old)  # ``old`` may itself be a write-back edit's
-            target = _still_attached(oid, back.refs.get(oid, ()), detached, edits, outcome)
+            target = _still_attached(oid, back.refs.get(oid, ()), detached, first_new, outcome)
             by_id = {r.external_id: r for r in wants.get(oid, ())}
             if target is None or target[1] not in by_id:
                 continue
@@ -214,15 +217,14 @@ def _still_attached(
     oid: str,
     had: Sequence[Attached],
     detached: set[tuple[str, str]],
-    edits: Edits,
+    first_new: Mapping[str, str],
     outcome: StoreOutcome,
 ) -> tuple[str, str] | None:
     """(reference id, external id) of one of our references on ``oid`` after the write."""
     for ref in had:
         if (oid, ref.id) not in detached and ref.external_id:
             return ref.id, ref.external_id
-    new = [r.external_id for o, r in edits.attach if o == oid]
     ids = outcome.attached.get(oid, [])
-    if new and ids:
-        return ids[0], new[0]
+    if oid in first_new and ids:
+        return ids[0], first_new[oid]
     return None

@@ -70,6 +70,7 @@ def write_config(
             "login_url": defender.login_url,
             "base_url": defender.url,
             "ca_bundle": defender.ca_file,
+            "graph_url": defender.graph_url,
         },
         "reconciler": {"log_format": "text"},
     }

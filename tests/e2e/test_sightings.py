@@ -20,10 +20,20 @@ from reconciler.sandbox.opencti import OpenCTIEmulator
 from reconciler.wiring import controller_options, open_engine, open_sightings
 from tests.e2e.support import TODAY, settings_for
 
+#: Graph's undocumented answers: the sightings must be exact under each.
+GRAPH: dict[str, dict[str, Any]] = {
+    "graph as documented": {},
+    "graph undocumented": {
+        "graph_detection_source_filter": "refused",
+        "graph_next_link": "missing",
+        "graph_max_top": 7,
+    },
+}
 
-@pytest.fixture
-def world() -> Iterator[tuple[DefenderEmulator, OpenCTIEmulator]]:
-    with DefenderEmulator() as defender, OpenCTIEmulator() as opencti:
+
+@pytest.fixture(params=list(GRAPH), ids=list(GRAPH))
+def world(request: pytest.FixtureRequest) -> Iterator[tuple[DefenderEmulator, OpenCTIEmulator]]:
+    with DefenderEmulator(**GRAPH[request.param]) as defender, OpenCTIEmulator() as opencti:
         opencti.load(generate_indicators(120, seed=11, now=TODAY))
         yield defender, opencti
 

@@ -5,6 +5,7 @@ nothing anywhere; a removed indicator loses its reference; the write-back's own 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -204,6 +205,22 @@ def test_a_failing_opencti_never_holds_back_defender_and_is_retried(world: Any) 
 
 
 def _text(data: Any) -> str:
-    import json
-
     return data if isinstance(data, str) else json.dumps(data)
+
+
+def test_the_one_shot_apply_writes_back_and_a_second_one_only_reads(sandbox: Any) -> None:
+    """``reconciler apply`` (a fresh process each time): the first writes the statuses; the
+    second, remembering nothing, reads the references once and writes nothing anywhere."""
+    sandbox.opencti.load(generate_indicators(80, seed=13, now=TODAY))
+    first = sandbox.cli("apply", "--no-color")
+    assert first.code == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "Write-back: " in first.stdout and " edits in " in first.stdout
+    row = sandbox.owned()[0]
+    assert row["id"] in [r["external_id"] for r in ours(sandbox.opencti, row["externalId"])]
+    mutations, writes = sandbox.opencti.mutation_count(), defender_writes(sandbox.defender)
+    second = sandbox.cli("apply", "--no-color", "-o", "json")
+    assert second.code == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    doc = json.loads(second.stdout)
+    assert doc["write_back"]["edits"] == 0 and doc["write_back"]["changed"] > 0
+    assert sandbox.opencti.mutation_count() == mutations
+    assert defender_writes(sandbox.defender) == writes

@@ -56,6 +56,8 @@ def describe(emulator: DefenderEmulator) -> str:
         f"  login_url: {emulator.login_url}",
         f"  base_url: {emulator.url}",
     ]
+    if emulator.graph:
+        lines.append(f"  graph_url: {emulator.graph_url}")
     if emulator.ca_file:
         lines.append(f"  ca_bundle: {emulator.ca_file}")
     return "\n".join(lines)

@@ -151,6 +151,8 @@ class RecordStore:
         self.records: dict[str, Record] = {}
         self.population: Population | None = None
         self._hidden = bytearray()  # 1 where a generated index was changed or deleted
+        #: The records the last read by ids found (generated ones included), by internal id.
+        self._by_id_rows: dict[str, Record] = {}
         self._version = 0
         # Rendered node JSON by selected top-level fields (None = all), then by indicator id.
         self._node_cache: dict[frozenset[str] | None, dict[str, str]] = {}
@@ -206,7 +208,10 @@ class RecordStore:
     def row(self, ref: str | int) -> Record:
         """The record of a listing row (an explicit id or a population index)."""
         if isinstance(ref, str):
-            return self.records[ref]
+            record = self.records.get(ref)
+            if record is None:  # a generated record a read by ids found (``listing``)
+                record = self._by_id_rows[ref]
+            return record
         assert self.population is not None
         return self.population.record(ref)
 
@@ -311,6 +316,18 @@ class RecordStore:
         """Records matching ``filters`` and the lower-case ``needle`` (name or pattern), in
         ``sort`` order; GraphQLError for an unknown filter key, operator or mode."""
         compiled = compile_filters(filters)
+        wanted = _ids_restriction(filters)
+        if wanted is not None:  # a read by ids: only those records can match (no full scan)
+            matches = predicate(compiled)
+            found: dict[str, Record] = {}
+            for ident in wanted:
+                record = self.resolve(ident)
+                text = f"{record['name']} {record['pattern']}".lower() if record else ""
+                if record is not None and matches(record) and (not needle or needle in text):
+                    found[record["id"]] = record
+            keyed = sorted((sort.record_key(r), r["id"]) for r in found.values())
+            self._by_id_rows = found
+            return Listing(sort, [k for k, _ in keyed], [i for _, i in keyed])
         cache_key = (json.dumps(filters, sort_keys=True), needle, sort)
         explicit = self._listing_cache.get(cache_key)
         if explicit is None:
@@ -356,3 +373,21 @@ class RecordStore:
     def visible_generated(self) -> bytes:
         """1 where a generated index is neither changed nor deleted (index order)."""
         return mask_not(bytes(self._hidden))
+
+
+def _ids_restriction(filters: FilterGroup | None) -> list[str] | None:
+    """The ids a filter group restricts its matches to (an ``ids`` equality under a top-level
+    ``and``), or ``None`` when it does not."""
+    if not isinstance(filters, dict) or str(filters.get("mode", "and")).lower() != "and":
+        return None
+    for item in filters.get("filters") or []:
+        if not isinstance(item, dict):
+            continue
+        key = item.get("key")
+        keys = key if isinstance(key, list) else [key]
+        operator = str(item.get("operator") or "eq").lower()
+        mode = str(item.get("mode") or "or").lower()
+        values = item.get("values")
+        if keys == ["ids"] and operator == "eq" and mode == "or" and isinstance(values, list):
+            return [str(v) for v in values]
+    return None
