@@ -47,6 +47,7 @@ from reconciler.model import (
     Skipped,
 )
 from reconciler.plan import (
+    ChangeKind,
     ChurnState,
     ForeignIdentity,
     Plan,
@@ -410,21 +411,59 @@ class Engine:
             if self._last_plan is not None and inputs.same_as(self._last_plan[0]):
                 plan = self._last_plan[1]  # both sides are what they were: the same plan
             else:
-                plan = build_plan(
-                    desired.desired,
-                    actual.owned,
-                    skipped=desired.skipped,
-                    expired_keys=desired.expired_keys,
-                    non_owned_count=actual.non_owned_count,
-                    held_by_others=actual.held_by_others,
-                    policy=policy,
-                    complete=True,
-                    not_read=not_read,
-                )
+                plan = self._build_full(desired, actual, policy, not_read)
+                if self._recall_moves(plan):  # re-read: the expiry must not follow our edits
+                    desired = self.index.full_state()
+                    inputs = _PlanInputs(desired, actual, policy, not_read)
+                    plan = self._build_full(desired, actual, policy, not_read)
                 if self.remember:
                     self._last_plan = (inputs, plan)
         _log_plan("plan", plan)
         return plan, desired, actual
+
+    def _build_full(
+        self, desired: DesiredState, actual: ActualState, policy: PlanPolicy, not_read: int
+    ) -> Plan:
+        return build_plan(
+            desired.desired,
+            actual.owned,
+            skipped=desired.skipped,
+            expired_keys=desired.expired_keys,
+            non_owned_count=actual.non_owned_count,
+            held_by_others=actual.held_by_others,
+            policy=policy,
+            complete=True,
+            not_read=not_read,
+        )
+
+    def _recall_moves(self, plan: Plan) -> bool:
+        """When the plan updates indicators' expiry, it may be because a write-back edit moved
+        their ``updated_at`` (the expiry's base; also what picks the newest of two indicators
+        with one value): read the marks on their references and, for the moves learned, re-read
+        them (the source undoes the moves). Whether anything was learned. Bounded by those
+        updates; nothing in a steady state."""
+        if self.write_back is None:
+            return False
+        ids = sorted(
+            {
+                oid
+                for c in plan.changes
+                if c.kind is ChangeKind.UPDATE and "expirationTime" in c.fields
+                for oid in c.opencti_ids
+            }
+        )
+        if not ids:
+            return False
+        try:
+            learned = self.write_back.recall(ids)
+        except ReconcilerError as exc:
+            logger.warning("write-back marks not read ({}); the expiry updates stand", exc)
+            return False
+        if not learned:
+            return False
+        found = self.source.read_ids(ids, indicator_from_graphql)
+        self.index.refresh(ids, found, now=self.clock.now())
+        return True
 
     def plan_ids(self, opencti_ids: Iterable[str]) -> Plan | None:
         """A scoped plan for the keys ``opencti_ids`` affect (see the module docstring), or
@@ -546,7 +585,7 @@ class Engine:
         """Show each covered OpenCTI indicator's deployment in OpenCTI (``writeback``); not in
         dry-run mode. A full run whose inputs and plan are those of the last one, whose
         write-back left nothing to retry, skips even the statuses (the steady state)."""
-        if self.write_back is None or self.dry_run:
+        if self.write_back is None or not self.write_back.enabled or self.dry_run:
             return None
         marker = None
         if only is None:

@@ -34,7 +34,7 @@ from reconciler.opencti.source import OpenCTISource
 from reconciler.opencti.writeback import OpenCTIReferences
 from reconciler.plan import PlanPolicy
 from reconciler.sightings import CheckpointStore, FileCheckpoint, MemoryCheckpoint, SightingsJob
-from reconciler.writeback import ReferenceStyle, WriteBack, restamp_row
+from reconciler.writeback import ReferenceStyle, WriteBack
 
 if TYPE_CHECKING:  # the stream modules pull in pycti's state store lazily
     from reconciler.leader import LeaseElector, LeaseOptions
@@ -271,9 +271,6 @@ def opencti_source(settings: Settings) -> OpenCTISource:
         ssl_verify=octi.ssl_verify,
         listing_override=override,
     )
-    # Always, write-back on or off here: any reconciler's write-back (another tenant's, an
-    # earlier run's) may have moved an indicator's updated_at, and the expiry must not follow.
-    source.row_hook = restamp_row
     return source
 
 
@@ -417,13 +414,17 @@ def reference_style(settings: Settings) -> ReferenceStyle:
 
 def write_back(
     settings: Settings, source: OpenCTISource, *, clock: Clock | None = None
-) -> WriteBack | None:
-    """The write-back of deployment statuses (``None`` when ``reconciler.write_back`` is off
-    or in dry-run mode, where nothing is written anywhere)."""
-    if not settings.reconciler.write_back or settings.reconciler.dry_run:
-        return None
+) -> WriteBack:
+    """The write-back of deployment statuses. Always made, and its ``Restamps`` applied to
+    every row the source reads: any reconciler's write-back (another tenant's, an earlier
+    run's) may have moved an indicator's updated_at, and the expiry must not follow. It writes
+    only when ``reconciler.write_back`` is on and not in dry-run mode."""
     style = reference_style(settings)
-    return WriteBack(OpenCTIReferences(source, style.source_name, clock=clock), style)
+    enabled = settings.reconciler.write_back and not settings.reconciler.dry_run
+    store = OpenCTIReferences(source, style.source_name, clock=clock)
+    back = WriteBack(store, style, enabled=enabled)
+    source.row_hook = back.restamps
+    return back
 
 
 def position_store(settings: Settings) -> PositionStore:

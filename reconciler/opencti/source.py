@@ -45,9 +45,6 @@ x_opencti_main_observable_type x_opencti_observable_values { type value hashes {
 objectLabel { id value } objectMarking { id standard_id definition }
 createdBy { ... on Identity { id standard_id name } }"""
 
-#: Read with each indicator when a row hook is set (the write-back's marks).
-_REFERENCES = "\nexternalReferences { edges { node { source_name description } } }"
-
 #: GraphQL error names that mean the token was refused.
 _REFUSED = frozenset({"AUTH_REQUIRED", "FORBIDDEN_ACCESS", "ForbiddenAccess", "AuthRequired"})
 
@@ -99,9 +96,8 @@ class OpenCTISource:
         self.ssl_verify = ssl_verify
         self._token = token
         self._api = api
-        #: Applied to every listing row (the write-back's ``restamp_row``: undoes the
-        #: ``updated_at`` moves its own edits caused); with it, rows carry their external
-        #: references (``source_name`` and ``description``) for it to read.
+        #: Applied to every listing row (the write-back's ``Restamps``: undoes the
+        #: ``updated_at`` moves its own edits caused).
         self.row_hook: Callable[[RawIndicator], None] | None = None
 
     def __repr__(self) -> str:
@@ -237,8 +233,7 @@ class OpenCTISource:
                     first=self.page_size,
                     after=after,
                     withPagination=True,
-                    customAttributes=INDICATOR_ATTRIBUTES
-                    + (_REFERENCES if self.row_hook is not None else ""),
+                    customAttributes=INDICATOR_ATTRIBUTES,
                     orderBy=order_by,
                     orderMode=order_mode,
                 )

@@ -30,6 +30,7 @@ __all__ = [
     "Edits",
     "Reference",
     "ReferenceStyle",
+    "Restamps",
     "diff",
     "marker_of",
     "restamp_row",
@@ -187,6 +188,38 @@ def restamp_row(row: MutableMapping[str, Any], family: str = SOURCE_NAME) -> Non
             if mark is not None and mark[0] == stamp:
                 row["updated_at"] = mark[1]
                 return
+
+
+class Restamps:
+    """The ``updated_at`` moves write-back edits made, per OpenCTI id: (the value the edit
+    left, the value before). Filled from our own marks as they are written and from the marks
+    read back (``WriteBack.recall``); applied to every listing row read (``__call__``), so the
+    expiry computed from ``updated_at`` never follows the write-back. Only moved indicators
+    are held; a row whose ``updated_at`` changed since (an analyst's edit) is left as it is."""
+
+    def __init__(self) -> None:
+        self._moves: dict[str, tuple[str, str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._moves)
+
+    def learn(self, opencti_id: str, ours: str, before: str) -> bool:
+        """Remember a move; whether it was new."""
+        if self._moves.get(opencti_id) == (ours, before):
+            return False
+        self._moves[opencti_id] = (ours, before)
+        return True
+
+    def before(self, opencti_id: str, updated_at: str) -> str:
+        move = self._moves.get(opencti_id)
+        return move[1] if move is not None and move[0] == updated_at else updated_at
+
+    def __call__(self, row: MutableMapping[str, Any]) -> None:
+        ident, stamp = row.get("id"), row.get("updated_at")
+        if isinstance(ident, str) and isinstance(stamp, str):
+            move = self._moves.get(ident)
+            if move is not None and move[0] == stamp:
+                row["updated_at"] = move[1]
 
 
 def diff(

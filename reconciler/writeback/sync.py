@@ -26,6 +26,7 @@ from reconciler.writeback.references import (
     Edits,
     Reference,
     ReferenceStyle,
+    Restamps,
     diff,
     with_marker,
 )
@@ -99,14 +100,42 @@ class SyncReport:
 class WriteBack:
     """The write-back of deployment statuses; one caller at a time (the engine's)."""
 
-    def __init__(self, store: ReferenceStore, style: ReferenceStyle, *, read_batch: int = 500):
+    def __init__(
+        self,
+        store: ReferenceStore,
+        style: ReferenceStyle,
+        *,
+        read_batch: int = 500,
+        restamps: Restamps | None = None,
+        enabled: bool = True,
+    ):
+        """``enabled`` False: only ``recall`` is used (the write-back is off here, but another
+        process's marks must still be honoured)."""
         self.store = store
         self.style = style
         self.read_batch = read_batch
+        self.restamps = restamps if restamps is not None else Restamps()
+        self.enabled = enabled
         #: Per OpenCTI id: hash of the status its references show.
         self._shown: dict[str, int] = {}
         #: Ids whose references changed in OpenCTI since (stream): to be read again.
         self._forgotten: set[str] = set()
+
+    def recall(self, opencti_ids: Sequence[str]) -> int:
+        """Read the marks on these indicators' references (any tenant's) and learn the moves
+        still in force; the number of new ones. For indicators whose expiry alone seems to
+        have moved: a move our edit made is no reason to rewrite Defender."""
+        learned = 0
+        wanted = sorted(set(opencti_ids))
+        for start in range(0, len(wanted), self.read_batch):
+            back = self.store.read(wanted[start : start + self.read_batch])
+            for oid, base in back.bases.items():
+                ours = back.stamps.get(oid)
+                if ours is not None and self.restamps.learn(oid, ours, base):
+                    learned += 1
+        if learned:
+            logger.info("{} indicators' updated_at was moved by a write-back edit", learned)
+        return learned
 
     @property
     def has_forgotten(self) -> bool:
@@ -204,6 +233,7 @@ class WriteBack:
             want = by_id[target[1]]
             marked = Reference(want.external_id, want.url, with_marker(want.description, base, new))
             marks.patch.append((oid, target[0], marked))
+            self.restamps.learn(oid, new, base)
         if len(marks):
             done = self.store.write(marks)
             report.calls += done.calls

@@ -274,3 +274,19 @@ def test_another_source_name_is_never_read_as_ours() -> None:
     }
     restamp_row(row, STYLE.source_name)
     assert row["updated_at"] == "t1"
+
+
+def test_moves_are_learned_from_our_marks_and_recalled_by_a_fresh_process() -> None:
+    store = FakeStore()
+    store.bumps = True
+    wb = WriteBack(store, STYLE)
+    wb.sync({"i1": DEPLOYED, "i2": DEPLOYED}, {"77"})
+    row = {"id": "i1", "updated_at": "t1"}
+    wb.restamps(row)
+    assert row["updated_at"] == "t0" and len(wb.restamps) == 2
+    fresh = WriteBack(store, STYLE, enabled=False)  # another process, write-back off there
+    assert fresh.recall(["i1", "i2", "unknown"]) == 2
+    assert fresh.restamps.before("i2", "t1") == "t0"
+    assert fresh.recall(["i1"]) == 0  # known already
+    store.stamp["i1"] = "t9"  # an analyst's edit: no move any more
+    assert fresh.restamps.before("i1", "t9") == "t9"
