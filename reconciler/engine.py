@@ -437,21 +437,24 @@ class Engine:
         )
 
     def _recall_moves(self, plan: Plan) -> bool:
-        """When the plan updates indicators' expiry, it may be because a write-back edit moved
-        their ``updated_at`` (the expiry's base; also what picks the newest of two indicators
-        with one value): read the marks on their references and, for the moves learned, re-read
-        them (the source undoes the moves). Whether anything was learned. Bounded by those
-        updates; nothing in a steady state."""
+        """When the plan changes anything, it may be because a write-back edit moved an
+        indicator's ``updated_at``: the expiry's base, and what picks the newest of two
+        indicators with one value or of a score tie at the quota's cut. Read the marks on the
+        references of the indicators the plan changes (and of those it cuts for the quota) and,
+        for the moves learned, re-read them (the source undoes the moves). Whether anything was
+        learned. Bounded by the plan; nothing when it is empty (the steady state)."""
         if self.write_back is None:
             return False
         ids = sorted(
             {
                 oid
                 for c in plan.changes
-                if c.kind is ChangeKind.UPDATE and "expirationTime" in c.fields
+                if c.kind is not ChangeKind.SKIP or c.reason == Reason.QUOTA.value
                 for oid in c.opencti_ids
             }
         )
+        if not any(c.kind is not ChangeKind.SKIP for c in plan.changes):
+            return False
         if not ids:
             return False
         try:
