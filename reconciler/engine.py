@@ -40,14 +40,15 @@ from reconciler.mapping import (
 )
 from reconciler.model import (
     DefenderIndicator,
+    DesiredIndicator,
     IndicatorKey,
     IndicatorType,
     Ownership,
     RawIndicator,
     Skipped,
+    format_datetime,
 )
 from reconciler.plan import (
-    ChangeKind,
     ChurnState,
     ForeignIdentity,
     Plan,
@@ -114,6 +115,9 @@ class Outcome:
 #: Rows per Defender listing page: half of what the API allows, so one page of raw JSON next
 #: to what is already parsed stays small (a 15,000 tenant costs 3 list calls, not 2).
 LISTING_PAGE = 5000
+
+#: Indicators re-read at once after write-back moves were recalled.
+_RECALL_PART = 500
 
 #: Owned rows parsed by earlier listings, by id: (fingerprint of the raw row, the parse).
 OwnedMemo = dict[str, tuple[int, DefenderIndicator]]
@@ -411,11 +415,10 @@ class Engine:
             if self._last_plan is not None and inputs.same_as(self._last_plan[0]):
                 plan = self._last_plan[1]  # both sides are what they were: the same plan
             else:
-                plan = self._build_full(desired, actual, policy, not_read)
-                if self._recall_moves(plan):  # re-read: the expiry must not follow our edits
+                if self._recall_moves(desired, actual):  # the expiry must not follow our edits
                     desired = self.index.full_state()
                     inputs = _PlanInputs(desired, actual, policy, not_read)
-                    plan = self._build_full(desired, actual, policy, not_read)
+                plan = self._build_full(desired, actual, policy, not_read)
                 if self.remember:
                     self._last_plan = (inputs, plan)
         _log_plan("plan", plan)
@@ -436,36 +439,43 @@ class Engine:
             not_read=not_read,
         )
 
-    def _recall_moves(self, plan: Plan) -> bool:
-        """When the plan changes anything, it may be because a write-back edit moved an
-        indicator's ``updated_at``: the expiry's base, and what picks the newest of two
-        indicators with one value or of a score tie at the quota's cut. Read the marks on the
-        references of the indicators the plan changes (and of those it cuts for the quota) and,
-        for the moves learned, re-read them (the source undoes the moves). Whether anything was
-        learned. Bounded by the plan; nothing when it is empty (the steady state)."""
+    def _recall_moves(self, desired: DesiredState, actual: ActualState) -> bool:
+        """Before planning: a write-back edit may have moved an indicator's ``updated_at``,
+        the expiry's base and what picks the newest of two indicators with one value or of a
+        score tie at the quota's cut. For the indicators whose plan would not be "unchanged"
+        (an expiry differing from the owned one, a key to create, an owned key to remove),
+        read the marks on their references and, for the moves learned, re-read them (the
+        source undoes the moves). Whether anything was learned. Cheap where nothing differs
+        (the steady state): no call at all."""
         if self.write_back is None:
             return False
-        ids = sorted(
-            {
-                oid
-                for c in plan.changes
-                if c.kind is not ChangeKind.SKIP or c.reason == Reason.QUOTA.value
-                for oid in c.opencti_ids
-            }
+        owned: dict[IndicatorKey | None, DefenderIndicator] = {}
+        for ind in actual.owned:
+            owned.setdefault(ind.key, ind)
+        ids: set[str] = set()
+        for key, d in desired.desired.items():
+            copy = owned.get(key)
+            if copy is None or copy.essence().get("expirationTime") != _expiry(d):
+                ids.update(d.opencti_ids)
+        ids.update(
+            ind.external_id
+            for ind in actual.owned
+            if ind.external_id and ind.key not in desired.desired
         )
-        if not any(c.kind is not ChangeKind.SKIP for c in plan.changes):
-            return False
         if not ids:
             return False
+        wanted = sorted(ids)
         try:
-            learned = self.write_back.recall(ids)
+            learned = self.write_back.recall(wanted)
         except ReconcilerError as exc:
-            logger.warning("write-back marks not read ({}); the expiry updates stand", exc)
+            logger.warning("write-back marks not read ({}); planning as read", exc)
             return False
         if not learned:
             return False
-        found = self.source.read_ids(ids, indicator_from_graphql)
-        self.index.refresh(ids, found, now=self.clock.now())
+        now = self.clock.now()
+        for start in range(0, len(wanted), _RECALL_PART):  # in parts: memory stays bounded
+            part = wanted[start : start + _RECALL_PART]
+            self.index.refresh(part, self.source.read_ids(part, indicator_from_graphql), now=now)
         return True
 
     def plan_ids(self, opencti_ids: Iterable[str]) -> Plan | None:
@@ -687,6 +697,10 @@ class _PlanInputs:
             and len(mine.owned) == len(theirs.owned)
             and all(a is b for a, b in zip(mine.owned, theirs.owned, strict=True))
         )
+
+
+def _expiry(d: DesiredIndicator) -> str | None:
+    return format_datetime(d.expiration_time)
 
 
 def _log_plan(what: str, plan: Plan) -> None:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from reconciler.mapping import MappingResult, OpenCTIIndicator, indicator_from_graphql
-from reconciler.model import DefenderIndicator, IndicatorKey, Skipped
+from reconciler.mapping import MappingResult
+from reconciler.model import DefenderIndicator, IndicatorKey
 from reconciler.plan import ForeignIdentity, foreign_identity
 from reconciler.scope import DesiredIndex, RowRead
 
@@ -126,14 +126,10 @@ def read_within_quota(
             seen.add(row_read.opencti_id)
             return row_read
 
-        def add(item: OpenCTIIndicator | Skipped) -> MappingResult | None:
-            seen.add(item.id if isinstance(item, OpenCTIIndicator) else item.opencti_id)
-            return index.add(item, now=now)
-
         matching, cut, above = _read_by_score(source, listing, free, held, read, on_page)
         if cut is not None:
             _finish_tie(source, listing, cut[0], above, free, held, read)
-        looked_up = _look_up_owned(source, listing, index, owned, seen, add)
+        looked_up = _look_up_owned(source, listing, index, owned, seen, read)
     except BaseException:
         index.abort()  # a partial read: the last complete index stays
         raise
@@ -147,7 +143,6 @@ def read_within_quota(
     )
 
 
-_Add = Callable[[OpenCTIIndicator | Skipped], MappingResult | None]
 _Read = Callable[[dict[str, Any]], RowRead]
 
 
@@ -216,7 +211,7 @@ def _look_up_owned(
     index: DesiredIndex,
     owned: Iterable[DefenderIndicator],
     seen: set[str],
-    add: _Add,
+    read_row: _Read,
 ) -> int:
     """Step 3: the OpenCTI indicators behind owned keys nothing read so far contributes to;
     returns how many ids were looked up."""
@@ -229,6 +224,12 @@ def _look_up_owned(
     }
     if not ids:
         return 0
-    for item in source.read_ids(sorted(ids), indicator_from_graphql, listing=listing):
-        add(item)
+    # Read as the listing rows are (``read_row``): a row unchanged since the last full read is
+    # taken from memory, so a steady state that looks the same ids up every run stays steady.
+    for row in source.read_ids(sorted(ids), _raw, listing=listing):
+        read_row(row)
     return len(ids)
+
+
+def _raw(row: dict[str, Any]) -> dict[str, Any]:
+    return row
