@@ -475,7 +475,7 @@ class Engine:
         now = self.clock.now()
         for start in range(0, len(wanted), _RECALL_PART):  # in parts: memory stays bounded
             part = wanted[start : start + _RECALL_PART]
-            self.index.refresh(part, self.source.read_ids(part, indicator_from_graphql), now=now)
+            self.index.reread(self.source.read_ids(part, _as_row), now=now)
         return True
 
     def plan_ids(self, opencti_ids: Iterable[str]) -> Plan | None:
@@ -697,6 +697,10 @@ class _PlanInputs:
             and len(mine.owned) == len(theirs.owned)
             and all(a is b for a, b in zip(mine.owned, theirs.owned, strict=True))
         )
+
+
+def _as_row(row: RawIndicator) -> RawIndicator:
+    return row
 
 
 def _expiry(d: DesiredIndicator) -> str | None:

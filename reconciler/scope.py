@@ -219,6 +219,18 @@ class DesiredIndex:
         self._set(item.id, result)
         return result
 
+    def reread(self, rows: Iterable[Mapping[str, Any]], *, now: datetime) -> None:
+        """Rows of the finished rebuild read again (their ``updated_at`` corrected): indexed
+        and remembered as that rebuild's own rows, so the next full read takes them from
+        memory."""
+        pending, self._memo_next = self._memo_next, {}
+        try:
+            for row in rows:
+                self.read_row(row, now=now)
+            self._memo.update(self._memo_next)
+        finally:
+            self._memo_next = pending
+
     def finish(self) -> DesiredState:
         """End a rebuild; returns the full desired state. What the rebuild read is what the
         next one may take from memory."""
