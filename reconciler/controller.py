@@ -42,6 +42,7 @@ from loguru import logger
 from reconciler.clock import SystemClock
 from reconciler.engine import Engine, Outcome
 from reconciler.errors import ReconcilerError, UnusableFilterError
+from reconciler.gcpause import release_memory
 from reconciler.health import HealthServer
 from reconciler.metrics import Metrics
 from reconciler.sightings import SightingsJob, SightingsReport
@@ -216,6 +217,7 @@ class Controller:
             self.metrics.last_success.set(time.time())
             self.metrics.runs.labels(trigger, "success").inc()
             self.metrics.run_duration.labels(trigger).observe(time.monotonic() - start)
+            release_memory()  # a long-lived process: the next pass starts from a compact heap
             return True
 
     def _schedule_retry(self) -> None:

@@ -416,6 +416,7 @@ class Engine:
                 plan = self._last_plan[1]  # both sides are what they were: the same plan
             else:
                 if self._recall_moves(desired, actual):  # the expiry must not follow our edits
+                    del inputs, desired  # the merge before the recall: freed before the next
                     desired = self.index.full_state()
                     inputs = _PlanInputs(desired, actual, policy, not_read)
                 plan = self._build_full(desired, actual, policy, not_read)

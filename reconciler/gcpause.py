@@ -11,12 +11,14 @@ outermost pass ends and catches up then. Must not: be held across waits of unbou
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["paused_gc"]
+__all__ = ["paused_gc", "release_memory"]
 
 _lock = threading.Lock()
 _depth = 0
@@ -39,3 +41,24 @@ def paused_gc() -> Iterator[None]:
             _depth -= 1
             if _depth == 0 and _was_enabled:
                 gc.enable()
+
+
+def _libc_trim() -> ctypes._FuncPointer | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return getattr(libc, "malloc_trim", None) if libc is not None else None
+    except OSError:
+        return None
+
+
+_TRIM = _libc_trim()
+
+
+def release_memory() -> None:
+    """After a pass: collect what the paused collector left, and hand the C heap's free pages
+    back to the system (glibc's ``malloc_trim``; nothing elsewhere), so the next pass starts
+    from a compact heap instead of stacking its peak on the last one's fragments."""
+    gc.collect()
+    if _TRIM is not None:
+        _TRIM(0)

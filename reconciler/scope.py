@@ -226,8 +226,10 @@ class DesiredIndex:
         pending, self._memo_next = self._memo_next, {}
         try:
             for row in rows:
-                self.read_row(row, now=now)
-            self._memo.update(self._memo_next)
+                read = self.read_row(row, now=now)
+                memo = self._memo_next.pop(read.opencti_id, None)
+                if memo is not None:  # one at a time: the old entry is freed at once
+                    self._memo[read.opencti_id] = memo
         finally:
             self._memo_next = pending
 
