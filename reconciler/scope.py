@@ -223,6 +223,9 @@ class DesiredIndex:
         """Rows of the finished rebuild read again (their ``updated_at`` corrected): indexed
         and remembered as that rebuild's own rows, so the next full read takes them from
         memory."""
+        # The last merge is rebuilt after this anyway: dropping it frees each replaced result
+        # at once instead of keeping the whole previous state alive to the end.
+        self._state, self._state_of = None, ({}, {})
         pending, self._memo_next = self._memo_next, {}
         try:
             for row in rows:
