@@ -281,6 +281,9 @@ class Engine:
         #: their OpenCTI ids): what a Defender alert may be a hit of (``owned_keys``).
         self.last_owned: tuple[DefenderIndicator, ...] | None = None
         self._written_keys: dict[IndicatorKey, tuple[str, ...]] = {}
+        self._owned_view: (
+            tuple[tuple[DefenderIndicator, ...], dict[IndicatorKey, str | None]] | None
+        ) = None
         #: The inputs of the last full write-back that left nothing to retry.
         self._wb_last: tuple[DesiredState, tuple[DefenderIndicator, ...], object] | None = None
 
@@ -350,25 +353,21 @@ class Engine:
         self.owned_total = len(state.owned) + state.owned_outside
         return state
 
-    def owned_keys(self) -> dict[IndicatorKey, tuple[str, ...]] | None:
+    def owned_keys(self) -> Mapping[IndicatorKey, tuple[str, ...]] | None:
         """Each key one of our Defender indicators holds (as of the last full read, plus what
         was written since) → the OpenCTI ids behind it: its ``externalId`` and every id the
-        desired index maps to it. ``None`` before the first full read."""
+        desired index maps to it. ``None`` before the first full read. A view: the ids are
+        worked out per key looked up (a sightings pass looks up a handful)."""
         owned = self.last_owned
         if owned is None:
             return None
-        out: dict[IndicatorKey, tuple[str, ...]] = {}
-        for ind in owned:
-            if not isinstance(ind.indicator_type, IndicatorType):
-                continue
-            key = IndicatorKey(ind.indicator_type, ind.indicator_value)
-            ids = set(self.index.ids_for(key))
-            if ind.external_id:
-                ids.add(ind.external_id)
-            out[key] = tuple(sorted(ids))
-        for key, written in list(self._written_keys.items()):
-            out[key] = tuple(sorted(set(out.get(key, ())) | set(written)))
-        return out
+        if self._owned_view is None or self._owned_view[0] is not owned:
+            by_key: dict[IndicatorKey, str | None] = {}
+            for ind in owned:
+                if isinstance(ind.indicator_type, IndicatorType):
+                    by_key[IndicatorKey(ind.indicator_type, ind.indicator_value)] = ind.external_id
+            self._owned_view = (owned, by_key)
+        return _OwnedKeys(self._owned_view[1], dict(self._written_keys), self.index)
 
     # -- planning ------------------------------------------------------------------------
     def plan(
@@ -698,6 +697,34 @@ class _PlanInputs:
             and len(mine.owned) == len(theirs.owned)
             and all(a is b for a, b in zip(mine.owned, theirs.owned, strict=True))
         )
+
+
+class _OwnedKeys(Mapping[IndicatorKey, tuple[str, ...]]):
+    """``Engine.owned_keys``: our keys and the OpenCTI ids behind each, worked out on lookup."""
+
+    def __init__(
+        self,
+        by_key: Mapping[IndicatorKey, str | None],
+        written: Mapping[IndicatorKey, tuple[str, ...]],
+        index: DesiredIndex,
+    ) -> None:
+        self._by_key, self._written, self._index = by_key, written, index
+
+    def __getitem__(self, key: IndicatorKey) -> tuple[str, ...]:
+        if key not in self._by_key and key not in self._written:
+            raise KeyError(key)
+        ids = set(self._index.ids_for(key)) | set(self._written.get(key, ()))
+        external = self._by_key.get(key)
+        if external:
+            ids.add(external)
+        return tuple(sorted(ids))
+
+    def __iter__(self) -> Iterator[IndicatorKey]:
+        yield from self._by_key
+        yield from (k for k in self._written if k not in self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key) + sum(1 for k in self._written if k not in self._by_key)
 
 
 def _as_row(row: RawIndicator) -> RawIndicator:

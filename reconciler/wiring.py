@@ -284,21 +284,9 @@ def defender_client(
 ) -> DefenderClient:
     """The Defender client with its own token provider (closed with the client), the
     configured timeouts, and the memory of refused bodies."""
-    prefix = "microsoft_defender_intel."
-    _required(settings, *(prefix + k for k in ("tenant_id", "client_id", "client_secret")))
     mdi = settings.microsoft_defender_intel
-    assert mdi.tenant_id and mdi.client_id and mdi.client_secret  # checked just above
     ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
-    provider = TokenProvider(
-        tenant_id=mdi.tenant_id,
-        client_id=mdi.client_id,
-        client_secret=mdi.client_secret.get_secret_value(),
-        login_url=mdi.login_url,
-        scope=mdi.scope,
-        ca_bundle=ca,
-        clock=clock,
-        on_token=on_token,
-    )
+    provider = _token_provider(settings, mdi.scope, clock=clock, on_token=on_token)
     hours = settings.reconciler.rejected_retry_hours
     return DefenderClient(
         mdi.base_url,
@@ -377,22 +365,35 @@ def open_sightings(
         alerts.close()
 
 
-def graph_alerts(settings: Settings, *, clock: Clock | None = None) -> GraphAlerts:
-    """The Graph alerts reader: a token of the same app registration for ``graph_scope``."""
-    mdi = settings.microsoft_defender_intel
+def _token_provider(
+    settings: Settings,
+    scope: str,
+    *,
+    clock: Clock | None = None,
+    on_token: Callable[[str], None] | None = None,
+) -> TokenProvider:
+    """Client-credentials tokens of the configured app registration for ``scope``."""
     prefix = "microsoft_defender_intel."
     _required(settings, *(prefix + k for k in ("tenant_id", "client_id", "client_secret")))
+    mdi = settings.microsoft_defender_intel
     assert mdi.tenant_id and mdi.client_id and mdi.client_secret  # checked just above
-    ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
-    provider = TokenProvider(
+    return TokenProvider(
         tenant_id=mdi.tenant_id,
         client_id=mdi.client_id,
         client_secret=mdi.client_secret.get_secret_value(),
         login_url=mdi.login_url,
-        scope=mdi.graph_scope,
-        ca_bundle=ca,
+        scope=scope,
+        ca_bundle=str(mdi.ca_bundle) if mdi.ca_bundle else None,
         clock=clock,
+        on_token=on_token,
     )
+
+
+def graph_alerts(settings: Settings, *, clock: Clock | None = None) -> GraphAlerts:
+    """The Graph alerts reader: a token of the same app registration for ``graph_scope``."""
+    mdi = settings.microsoft_defender_intel
+    ca = str(mdi.ca_bundle) if mdi.ca_bundle else None
+    provider = _token_provider(settings, mdi.graph_scope, clock=clock)
     return GraphAlerts(mdi.graph_url, BearerAuth(provider), verify=ca or True, clock=clock)
 
 
