@@ -11,6 +11,7 @@ OpenCTI indicators → a hit on an emulated endpoint becoming an OpenCTI sightin
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from reconciler.clock import SystemClock
@@ -176,7 +177,9 @@ def _show_sighting(
 ) -> bool:
     """Step 9: a device matches one of our indicators; the next pass records a sighting."""
     row = next(r for r in defender.indicators() if r.get("application") == "opencti")
-    alert = defender.raise_hit(row["indicatorType"], row["indicatorValue"], device="wks-042")
+    # A few seconds ago: the pass reads alerts last updated before its own start.
+    at = datetime.now(UTC) - timedelta(seconds=5)
+    alert = defender.raise_hit(row["indicatorType"], row["indicatorValue"], device="wks-042", at=at)
     out.write(
         f"Defender alert {alert['id']}: device wks-042 matched {row['indicatorType']} "
         f"{row['indicatorValue']}\n"
