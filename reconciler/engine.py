@@ -49,6 +49,7 @@ from reconciler.model import (
     format_datetime,
 )
 from reconciler.plan import (
+    Change,
     ChurnState,
     ForeignIdentity,
     Plan,
@@ -285,7 +286,7 @@ class Engine:
             tuple[tuple[DefenderIndicator, ...], dict[IndicatorKey, str | None]] | None
         ) = None
         #: The inputs of the last full write-back that left nothing to retry.
-        self._wb_last: tuple[DesiredState, tuple[DefenderIndicator, ...], object] | None = None
+        self._wb_last: tuple[_PlanInputs, tuple[Change, ...]] | None = None
 
     # -- reading -------------------------------------------------------------------------
     def read_desired(
@@ -602,16 +603,15 @@ class Engine:
             return None
         marker = None
         if only is None:
-            marker = (desired, actual.owned, plan.changes)
+            not_read = self.last_read.not_read if self.last_read is not None else 0
+            marker = (_PlanInputs(desired, actual, self.plan_policy, not_read), plan.changes)
             last = self._wb_last
             if (
                 last is not None
                 and result is None
                 and not self.write_back.has_forgotten
-                and last[0] is desired
-                and len(last[1]) == len(actual.owned)
-                and all(a is b for a, b in zip(last[1], actual.owned, strict=True))
-                and last[2] == plan.changes
+                and marker[0].same_as(last[0])
+                and last[1] == plan.changes
             ):
                 return None
         statuses, live = deployment_statuses(
