@@ -22,6 +22,7 @@ import typer
 
 from reconciler import __version__
 from reconciler.errors import ReconcilerError
+from reconciler.gcpause import map_large_allocations
 
 if TYPE_CHECKING:  # imported lazily at run time: `reconciler --help` stays fast
     from reconciler.config import Settings
@@ -374,6 +375,7 @@ def sandbox_all(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script and ``python -m reconciler``."""
+    map_large_allocations()  # process-wide: before the first page is read
     try:
         app(args=argv, prog_name="reconciler", standalone_mode=True)
     except SystemExit as exc:
