@@ -56,7 +56,9 @@ class Control:
             self.proc.wait()
 
 
-def write_config(path: Path, info: dict[str, Any], **reconciler: Any) -> Path:
+def write_config(
+    path: Path, info: dict[str, Any], *, log_level: str = "warning", **reconciler: Any
+) -> Path:
     """A reconciler config for the sandbox ``info`` (``/setup`` answer)."""
     doc: dict[str, Any] = {
         "opencti": {"url": info["opencti"]["url"], "token": info["opencti"]["token"]},
@@ -64,7 +66,7 @@ def write_config(path: Path, info: dict[str, Any], **reconciler: Any) -> Path:
             "id": "7d3c2f1e-0000-4000-8000-00000000be7c",
             "name": "bench",
             "live_stream_id": info["opencti"]["stream_id"],
-            "log_level": "warning",
+            "log_level": log_level,
         },
         "microsoft_defender_intel": dict(info["defender"]),
         "reconciler": {"log_format": "text", **reconciler},

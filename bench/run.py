@@ -230,6 +230,7 @@ def _service_config(
     config = write_config(
         tmp / f"config-{name}-run.yml",
         info,
+        log_level="info",  # a few lines a run: what it planned, should it write
         http_port=port,
         interval_seconds=interval,
         state_path=str(tmp / f"{name}-stream-state.json"),
@@ -307,7 +308,11 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
         ok = _metric(text, "reconciler_reconcile_runs_total", trigger="schedule", result="success")
         calls = api_calls(ctl.call("/counts"))
         sightings = _sightings(ctl, metrics_url)
+    planned = _planned_writes(tmp / "noop-controller.log") if writes(calls) else []
+    for line in planned:
+        print(f"    service no-op wrote: {line}", file=sys.stderr)
     return {
+        "planned_writes": planned,
         "sightings": sightings,
         "runs": int(count),
         "successful_runs": int(ok),
@@ -317,6 +322,16 @@ def noop_service(ctl: Control, tmp: Path, runs: int = 2) -> dict[str, Any]:
         "calls": calls,
         "write_calls": writes(calls),
     }
+
+
+def _planned_writes(log: Path) -> list[str]:
+    """The service's plan lines that name writes (``plan: ... (create ...)``): why a no-op
+    wrote, kept in the results."""
+    return [
+        line.split(" - ", 1)[-1]
+        for line in log.read_text().splitlines()
+        if " - plan: " in line and "(" in line
+    ]
 
 
 def _sightings(ctl: Control, metrics_url: str) -> dict[str, Any]:

@@ -38,10 +38,19 @@ def rel(path: Path) -> str:
 
 
 PURE = files_of(
-    "model", "defaults", "mapping", "plan", "report", "scope", "explain", "writeback", "sightings"
+    "model",
+    "defaults",
+    "mapping",
+    "plan",
+    "report",
+    "scope",
+    "explain",
+    "owned",
+    "writeback",
+    "sightings",
 )
 BELOW_THE_PLANNER = files_of(
-    "model", "defaults", "mapping", "plan", "report", "apply", "scope", "explain"
+    "model", "defaults", "mapping", "plan", "report", "apply", "scope", "explain", "owned"
 )
 SANDBOX = files_of("sandbox")
 

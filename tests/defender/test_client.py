@@ -9,9 +9,9 @@ import pytest
 from reconciler.clock import FakeClock
 from reconciler.defender import DefenderClient, odata_quote
 from reconciler.defender.rejections import RejectionMemory
-from reconciler.engine import split_owned
 from reconciler.errors import AuthError, ListingError, RejectedError
 from reconciler.model import IndicatorKey, IndicatorType, Ownership
+from reconciler.owned import split_owned
 from reconciler.sandbox.defender import DefenderEmulator
 
 
