@@ -32,9 +32,13 @@ from reconciler.sandbox.opencti import OpenCTIEmulator
 __all__ = ["Sandbox", "main"]
 
 
-def today() -> datetime:
-    """UTC midnight today: generated dates are relative to it (the expiry cap is 30 days)."""
-    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+def anchor() -> datetime:
+    """The moment of a setup: generated dates are relative to it, so what a scenario deploys
+    does not expire while it runs (the 30-day expiry cap of the seed-1 datasets, up to 70,500
+    records, first falls
+    25 minutes after setup). Anchored at midnight, an indicator deployed by a scenario's setup
+    could expire during its measured runs, a correct expire + import in a no-op."""
+    return datetime.now(UTC)
 
 
 class Sandbox:
@@ -60,7 +64,7 @@ class Sandbox:
         # Another seed than the dataset's: both draw ids from random.Random(seed), and a
         # stream-created indicator must not reuse (and so replace) a loaded record's id.
         self.opencti = OpenCTIEmulator(seed=seed + 7919).start()
-        self.opencti.load(generate_indicators(records, seed=seed, now=today()))
+        self.opencti.load(generate_indicators(records, seed=seed, now=anchor()))
         return self.info()
 
     def setup_generated(self, n: int, seed: int = 1) -> dict[str, Any]:
@@ -70,7 +74,7 @@ class Sandbox:
         if self.opencti is not None:
             self.opencti.stop()
         self.opencti = OpenCTIEmulator(seed=seed + 7919).start()
-        self.opencti.load_generated(n, seed=seed, now=today())
+        self.opencti.load_generated(n, seed=seed, now=anchor())
         return self.info()
 
     def scores(self, ids: list[str]) -> dict[str, Any]:
