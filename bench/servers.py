@@ -35,9 +35,9 @@ __all__ = ["Sandbox", "main"]
 def anchor() -> datetime:
     """The moment of a setup: generated dates are relative to it, so what a scenario deploys
     does not expire while it runs (the 30-day expiry cap of the seed-1 datasets, up to 70,500
-    records, first falls
-    25 minutes after setup). Anchored at midnight, an indicator deployed by a scenario's setup
-    could expire during its measured runs, a correct expire + import in a no-op."""
+    records, first falls 25 minutes after setup). Anchored at midnight, an indicator deployed
+    by a scenario's setup could expire during its measured runs: a correct expire + import,
+    counted as writes of a no-op."""
     return datetime.now(UTC)
 
 
