@@ -40,7 +40,6 @@ from reconciler.model import (
     DefenderIndicator,
     DesiredIndicator,
     IndicatorKey,
-    IndicatorType,
     Ownership,
     RawIndicator,
     Skipped,
@@ -58,7 +57,7 @@ from reconciler.plan import (
     fingerprint_owned,
     hold_churning,
 )
-from reconciler.reading import PrioritySource, ReadStats, read_within_quota
+from reconciler.reading import PrioritySource, ReadStats, as_row, read_within_quota
 from reconciler.scope import DesiredIndex
 from reconciler.writeback import SyncReport, WriteBack, deployment_statuses
 
@@ -241,10 +240,7 @@ class Engine:
         if owned is None:
             return None
         if self._owned_view is None or self._owned_view[0] is not owned:
-            by_key: dict[IndicatorKey, str | None] = {}
-            for ind in owned:
-                if isinstance(ind.indicator_type, IndicatorType):
-                    by_key[IndicatorKey(ind.indicator_type, ind.indicator_value)] = ind.external_id
+            by_key = {ind.key: ind.external_id for ind in owned if ind.key is not None}
             self._owned_view = (owned, by_key)
         return _OwnedKeys(self._owned_view[1], dict(self._written_keys), self.index)
 
@@ -354,7 +350,7 @@ class Engine:
         now = self.clock.now()
         for start in range(0, len(wanted), _RECALL_PART):  # in parts: memory stays bounded
             part = wanted[start : start + _RECALL_PART]
-            self.index.reread(self.source.read_ids(part, _as_row), now=now)
+            self.index.reread(self.source.read_ids(part, as_row), now=now)
         return True
 
     def plan_ids(self, opencti_ids: Iterable[str]) -> Plan | None:
@@ -603,10 +599,6 @@ class _OwnedKeys(Mapping[IndicatorKey, tuple[str, ...]]):
 
     def __len__(self) -> int:
         return len(self._by_key) + sum(1 for k in self._written if k not in self._by_key)
-
-
-def _as_row(row: RawIndicator) -> RawIndicator:
-    return row
 
 
 def _expiry(d: DesiredIndicator) -> str | None:

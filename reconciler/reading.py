@@ -34,7 +34,7 @@ from reconciler.model import DefenderIndicator, IndicatorKey
 from reconciler.plan import ForeignIdentity, foreign_identity
 from reconciler.scope import DesiredIndex, RowRead
 
-__all__ = ["Page", "PrioritySource", "ReadStats", "read_within_quota"]
+__all__ = ["Page", "PrioritySource", "ReadStats", "as_row", "read_within_quota"]
 
 _T = TypeVar("_T")
 FilterGroup = dict[str, Any]
@@ -226,10 +226,11 @@ def _look_up_owned(
         return 0
     # Read as the listing rows are (``read_row``): a row unchanged since the last full read is
     # taken from memory, so a steady state that looks the same ids up every run stays steady.
-    for row in source.read_ids(sorted(ids), _raw, listing=listing):
+    for row in source.read_ids(sorted(ids), as_row, listing=listing):
         read_row(row)
     return len(ids)
 
 
-def _raw(row: dict[str, Any]) -> dict[str, Any]:
+def as_row(row: dict[str, Any]) -> dict[str, Any]:
+    """``read_ids``' conversion that keeps the raw listing row (to be read by the index)."""
     return row

@@ -264,14 +264,13 @@ def opencti_source(settings: Settings) -> OpenCTISource:
             validate_group(override, "opencti.listing_filters")
         except UnusableFilterError as exc:
             raise ConfigError(f"opencti.listing_filters (OPENCTI_LISTING_FILTERS): {exc}") from None
-    source = OpenCTISource(
+    return OpenCTISource(
         octi.url,
         octi.token.get_secret_value(),
         str(settings.connector.live_stream_id),
         ssl_verify=octi.ssl_verify,
         listing_override=override,
     )
-    return source
 
 
 def defender_client(

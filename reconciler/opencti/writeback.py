@@ -69,8 +69,9 @@ class OpenCTIReferences:
 
     # -- reading ------------------------------------------------------------------------
     def read(self, opencti_ids: Sequence[str]) -> Readback:
-        back = Readback()
-        for node in self._nodes(opencti_ids, _READ, back):
+        nodes, calls = self._nodes(opencti_ids, _READ)
+        back = Readback(calls=calls)
+        for node in nodes:
             ident = str(node.get("id"))
             back.refs[ident] = self._ours(node)
             if isinstance(node.get("updated_at"), str):
@@ -81,19 +82,19 @@ class OpenCTIReferences:
         return back
 
     def stamps(self, opencti_ids: Sequence[str]) -> tuple[dict[str, str], int]:
-        back = Readback()
+        nodes, calls = self._nodes(opencti_ids, _STAMPS)
         found = {
             str(node.get("id")): node["updated_at"]
-            for node in self._nodes(opencti_ids, _STAMPS, back)
+            for node in nodes
             if isinstance(node.get("updated_at"), str)
         }
-        return found, back.calls
+        return found, calls
 
-    def _nodes(
-        self, opencti_ids: Sequence[str], query: str, back: Readback
-    ) -> list[dict[str, Any]]:
-        """The indicator nodes of ``opencti_ids`` (by any of their ids), every page."""
+    def _nodes(self, opencti_ids: Sequence[str], query: str) -> tuple[list[dict[str, Any]], int]:
+        """The indicator nodes of ``opencti_ids`` (by any of their ids), every page; and the
+        calls it took."""
         nodes: list[dict[str, Any]] = []
+        calls = 0
         filters = {
             "mode": "and",
             "filters": [
@@ -105,7 +106,7 @@ class OpenCTIReferences:
         while True:
             variables = {"filters": filters, "first": 500, "after": after}
             result = self.source.graphql(query, variables, "write-back read")
-            back.calls += 1
+            calls += 1
             listing = (result.get("data") or {}).get("indicators")
             if not isinstance(listing, dict):
                 raise SourceError("OpenCTI answered no indicators to the write-back's read")
@@ -114,7 +115,7 @@ class OpenCTIReferences:
             if not info.get("hasNextPage") or not info.get("endCursor"):
                 break
             after = str(info["endCursor"])
-        return nodes
+        return nodes, calls
 
     def _ours(self, node: dict[str, Any]) -> list[Attached]:
         refs = node.get("externalReferences") or {}

@@ -211,15 +211,14 @@ class Restamps:
         return True
 
     def before(self, opencti_id: str, updated_at: str) -> str:
+        """``updated_at`` with a remembered move undone (as it is when none applies)."""
         move = self._moves.get(opencti_id)
         return move[1] if move is not None and move[0] == updated_at else updated_at
 
     def __call__(self, row: MutableMapping[str, Any]) -> None:
         ident, stamp = row.get("id"), row.get("updated_at")
-        if isinstance(ident, str) and isinstance(stamp, str):
-            move = self._moves.get(ident)
-            if move is not None and move[0] == stamp:
-                row["updated_at"] = move[1]
+        if isinstance(ident, str) and isinstance(stamp, str) and ident in self._moves:
+            row["updated_at"] = self.before(ident, stamp)
 
 
 def diff(

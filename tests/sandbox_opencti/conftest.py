@@ -122,16 +122,25 @@ def emulator() -> Iterator[OpenCTIEmulator]:
 
 def first_run_recovery(emu: OpenCTIEmulator) -> list[dict[str, Any]]:
     """Messages of a connection from the very beginning with ``recover`` far ahead, up to the
-    first heartbeat (which follows the recovery): ``{id, event, data}`` with ``data`` parsed.
-    Read in large chunks: line by line, a megabyte of events costs the client seconds."""
+    first heartbeat (which follows the recovery): ``{id, event, data}`` with ``data`` parsed."""
+    return stream_messages(emu, {"recover": "2100-01-01T00:00:00.000Z"})
+
+
+def stream_messages(
+    emu: OpenCTIEmulator, extra_headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Every message a stream connection from ``0-0`` delivers up to the first heartbeat:
+    ``{id, event, data}`` with ``data`` parsed. Read in large chunks: line by line, a
+    megabyte of events costs the client seconds."""
     headers = {
         "authorization": f"Bearer {emu.token}",
         "Last-Event-ID": "0-0",
-        "recover": "2100-01-01T00:00:00.000Z",
+        **(extra_headers or {}),
     }
     chunks: list[bytes] = []
     url = f"{emu.url}/stream/{emu.stream_id}"
     with requests.get(url, headers=headers, stream=True, timeout=WAIT) as response:
+        assert response.status_code == 200
         tail = b""
         while b"\nevent: heartbeat\n" not in tail:
             chunk = response.raw.read1(1 << 16)

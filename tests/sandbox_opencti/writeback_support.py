@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import requests
 
 from reconciler.sandbox.opencti import STIX_EXT_OCTI, OpenCTIEmulator
 
-from .conftest import TOKEN, WAIT
+from .conftest import TOKEN, WAIT, stream_messages
 
 DEFENDER = "Microsoft Defender for Endpoint"
 
@@ -50,24 +49,4 @@ def ext(stix: dict[str, Any]) -> dict[str, Any]:
 def live_messages(emu: OpenCTIEmulator) -> list[dict[str, Any]]:
     """Every logged event as a stream connection from ``0-0`` delivers it (up to the first
     heartbeat, which follows them): ``{id, event, data}`` with ``data`` parsed."""
-    headers = {"authorization": f"Bearer {emu.token}", "Last-Event-ID": "0-0"}
-    chunks: list[bytes] = []
-    url = f"{emu.url}/stream/{emu.stream_id}"
-    with requests.get(url, headers=headers, stream=True, timeout=WAIT) as response:
-        assert response.status_code == 200
-        tail = b""
-        while b"\nevent: heartbeat\n" not in tail:
-            chunk = response.raw.read1(1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            tail = tail[-32:] + chunk
-    messages = []
-    for block in b"".join(chunks).decode().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
-        if fields.get("event") == "heartbeat":
-            break
-        if "id" in fields and "data" in fields:
-            fields["data"] = json.loads(fields["data"])
-            messages.append(fields)
-    return messages
+    return stream_messages(emu)

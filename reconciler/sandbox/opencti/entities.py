@@ -62,15 +62,18 @@ def reference_view(ref: Record) -> dict[str, Any]:
     return {"id": ref["id"], **{name: ref.get(name) for name in REFERENCE_FIELDS}}
 
 
-class References:
-    """External references by internal id (creation order), with their standard ids."""
+class _Registry:
+    """Records by internal id (creation order), also found by standard id."""
+
+    #: The error message when an id resolves to nothing (``get``).
+    missing = "Entity cannot be found."
 
     def __init__(self) -> None:
         self.by_id: dict[str, Record] = {}
         self._by_standard: dict[str, str] = {}
 
     def resolve(self, ident: Any) -> Record | None:
-        """The reference whose internal or standard id is ``ident``."""
+        """The record whose internal or standard id is ``ident``."""
         text = str(ident or "").strip()
         found = self.by_id.get(text)
         if found is None:
@@ -81,8 +84,28 @@ class References:
     def get(self, ident: Any) -> Record:
         found = self.resolve(ident)
         if found is None:
-            raise not_found("External reference cannot be found.", ident)
+            raise not_found(self.missing, ident)
         return found
+
+    def put(self, record: Record) -> None:
+        """Store ``record`` (a new one, or a new version whose standard id may have changed)."""
+        before = self.by_id.get(record["id"])
+        if before is not None and self._by_standard.get(before["standard_id"]) == record["id"]:
+            del self._by_standard[before["standard_id"]]
+        self.by_id[record["id"]] = record
+        self._by_standard[record["standard_id"]] = record["id"]
+
+    def remove(self, record_id: str) -> Record | None:
+        record = self.by_id.pop(record_id, None)
+        if record is not None and self._by_standard.get(record["standard_id"]) == record_id:
+            del self._by_standard[record["standard_id"]]
+        return record
+
+
+class References(_Registry):
+    """External references by internal id (creation order), with their standard ids."""
+
+    missing = "External reference cannot be found."
 
     def find(self, fields: dict[str, Any]) -> Record | None:
         """The reference the given fields identify, if the platform holds it."""
@@ -123,18 +146,6 @@ class References:
             after["updated_at"] = now
         return after
 
-    def put(self, ref: Record) -> None:
-        before = self.by_id.get(ref["id"])
-        if before is not None and self._by_standard.get(before["standard_id"]) == ref["id"]:
-            del self._by_standard[before["standard_id"]]
-        self.by_id[ref["id"]] = ref
-        self._by_standard[ref["standard_id"]] = ref["id"]
-
-    def remove(self, ref_id: str) -> None:
-        ref = self.by_id.pop(ref_id, None)
-        if ref is not None and self._by_standard.get(ref["standard_id"]) == ref_id:
-            del self._by_standard[ref["standard_id"]]
-
 
 def clean_reference(fields: dict[str, Any]) -> dict[str, Any]:
     """``ExternalReferenceAddInput`` fields trimmed (blank: null); GraphQLError without a
@@ -158,21 +169,12 @@ def clean_reference(fields: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- identities
 
 
-class Identities:
+class Identities(_Registry):
     """Identities by internal id (creation order), found by type and name or by standard id."""
 
     def __init__(self) -> None:
-        self.by_id: dict[str, Record] = {}
+        super().__init__()
         self._by_key: dict[tuple[str, str], str] = {}
-        self._by_standard: dict[str, str] = {}
-
-    def resolve(self, ident: Any) -> Record | None:
-        text = str(ident or "").strip()
-        found = self.by_id.get(text)
-        if found is None:
-            internal = self._by_standard.get(text.lower())
-            found = self.by_id.get(internal) if internal else None
-        return found
 
     def upsert(self, kind: str, name: str, description: str | None, now: str) -> Record:
         """The identity of ``kind`` named ``name`` (any case): the existing one (its description
@@ -198,36 +200,22 @@ class Identities:
             "created_at": now,
             "updated_at": now,
         }
-        self.by_id[new_id] = identity
+        self.put(identity)
         self._by_key[key] = new_id
-        self._by_standard[identity["standard_id"]] = new_id
         return identity
 
 
 # --------------------------------------------------------------------------- sightings
 
 
-class Sightings:
+class Sightings(_Registry):
     """Sightings by internal id in creation order (``seq`` numbers them for cursors)."""
 
+    missing = "Sighting cannot be found."
+
     def __init__(self) -> None:
-        self.by_id: dict[str, Record] = {}
-        self._by_standard: dict[str, str] = {}
+        super().__init__()
         self._seq = 0
-
-    def resolve(self, ident: Any) -> Record | None:
-        text = str(ident or "").strip()
-        found = self.by_id.get(text)
-        if found is None:
-            internal = self._by_standard.get(text.lower())
-            found = self.by_id.get(internal) if internal else None
-        return found
-
-    def get(self, ident: Any) -> Record:
-        found = self.resolve(ident)
-        if found is None:
-            raise not_found("Sighting cannot be found.", ident)
-        return found
 
     def match(self, from_id: str, to_id: str, first_seen_ms: int) -> Record | None:
         """The oldest sighting of ``from_id`` in ``to_id`` first seen within the window."""
@@ -254,16 +242,6 @@ class Sightings:
             "updated_at": now,
         }
         self.put(sighting)
-        return sighting
-
-    def put(self, sighting: Record) -> None:
-        self.by_id[sighting["id"]] = sighting
-        self._by_standard[sighting["standard_id"]] = sighting["id"]
-
-    def remove(self, sighting_id: str) -> Record | None:
-        sighting = self.by_id.pop(sighting_id, None)
-        if sighting is not None:
-            self._by_standard.pop(sighting["standard_id"], None)
         return sighting
 
     def of_indicator(self, indicator_id: str) -> list[Record]:

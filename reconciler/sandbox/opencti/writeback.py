@@ -93,11 +93,7 @@ def attach_reference(emu: OpenCTIEmulator, indicator: Any, ref_ident: Any) -> Re
     """Attach a reference to an indicator (no change when it already is); the reference."""
     with emu._cond:
         record = _indicator(emu, indicator, "add")
-        ref = emu._store.references.resolve(ref_ident)
-        if ref is None:
-            raise not_found(
-                "Cannot add the relation, External-Reference cannot be found.", ref_ident
-            )
+        ref = _reference_to(emu, ref_ident, "add")
         ids = list(record.get("external_references") or [])
         if ref["id"] not in ids:
             message = f"adds `{ref['source_name']}` in `{REFERENCE_LABEL}`"
@@ -109,17 +105,23 @@ def detach_reference(emu: OpenCTIEmulator, indicator: Any, ref_ident: Any) -> tu
     """Detach a reference from an indicator; the indicator, and whether it was attached."""
     with emu._cond:
         record = _indicator(emu, indicator, "delete")
-        ref = emu._store.references.resolve(ref_ident)
-        if ref is None:
-            raise not_found(
-                "Cannot delete the relation, External-Reference cannot be found.", ref_ident
-            )
+        ref = _reference_to(emu, ref_ident, "delete")
         ids = list(record.get("external_references") or [])
         if ref["id"] not in ids:
             return record, False
         message = f"removes `{ref['source_name']}` in `{REFERENCE_LABEL}`"
         after = _set_references(emu, record, [i for i in ids if i != ref["id"]], message)
         return after, True
+
+
+def _reference_to(emu: OpenCTIEmulator, ref_ident: Any, verb: str) -> Record:
+    """The reference a relation ``verb`` (add, delete) names; the platform's error if none."""
+    ref = emu._store.references.resolve(ref_ident)
+    if ref is None:
+        raise not_found(
+            f"Cannot {verb} the relation, External-Reference cannot be found.", ref_ident
+        )
+    return ref
 
 
 def _set_references(emu: OpenCTIEmulator, before: Record, ids: list[str], message: str) -> Record:
@@ -310,11 +312,7 @@ def attach_to_sighting(emu: OpenCTIEmulator, ident: Any, ref_ident: Any) -> Reco
     """Attach a reference to a sighting (no change when it already is); the reference."""
     with emu._cond:
         sighting = emu._sightings.get(ident)
-        ref = emu._store.references.resolve(ref_ident)
-        if ref is None:
-            raise not_found(
-                "Cannot add the relation, External-Reference cannot be found.", ref_ident
-            )
+        ref = _reference_to(emu, ref_ident, "add")
         ids = sighting["external_references"]
         if ref["id"] not in ids:
             message = f"adds `{ref['source_name']}` in `{REFERENCE_LABEL}`"
